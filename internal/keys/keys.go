@@ -1,0 +1,162 @@
+package keys
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const (
+	// Root prefixes every tenant's data on a shard.
+	Root = "/confetti/t/"
+
+	// SpaceKV, SpaceSvc and SpaceCfg are the namespaces inside a tenant
+	// that subscriptions may name.
+	SpaceKV  = "kv/"
+	SpaceSvc = "svc/"
+	SpaceCfg = "cfg/"
+
+	fence = "fence"
+)
+
+// Spaces lists the namespaces a subscription may see, in key order.
+var Spaces = []string{SpaceCfg, SpaceKV, SpaceSvc}
+
+var (
+	// ErrInvalidName is returned for a tenant or shard name outside
+	// [a-z0-9][a-z0-9-]{0,62}.
+	ErrInvalidName = errors.New("keys: invalid name")
+	// ErrEmptyKey is returned for a request without a key.
+	ErrEmptyKey = errors.New("keys: empty key")
+	// ErrInvalidRange is returned for a range that cannot be served.
+	ErrInvalidRange = errors.New("keys: invalid range")
+	// ErrInvalidPrefix is returned for a subscription prefix outside the
+	// tenant's visible namespaces.
+	ErrInvalidPrefix = errors.New("keys: invalid prefix")
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidName checks a tenant or shard name.
+func ValidName(kind, name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: %s %q must match [a-z0-9][a-z0-9-]{0,62} (lowercase letters, digits and dashes, at most 63)", ErrInvalidName, kind, name)
+	}
+	return nil
+}
+
+// Tenant returns the prefix of all of a tenant's keys.
+func Tenant(tenant string) string { return Root + tenant + "/" }
+
+// KV returns the prefix of a tenant's plain keys.
+func KV(tenant string) string { return Tenant(tenant) + SpaceKV }
+
+// Fence returns the key that, while present, refuses every write of the
+// tenant on this shard.
+func Fence(tenant string) string { return Tenant(tenant) + fence }
+
+// Split splits a physical key into its tenant and the key relative to the
+// tenant's prefix. ok is false for keys outside Root.
+func Split(physical string) (tenant, rel string, ok bool) {
+	rest, found := strings.CutPrefix(physical, Root)
+	if !found {
+		return "", "", false
+	}
+	tenant, rel, found = strings.Cut(rest, "/")
+	if !found || tenant == "" {
+		return "", "", false
+	}
+	return tenant, rel, true
+}
+
+// Visible reports whether a tenant-relative key belongs to a namespace that
+// subscribers see (the fence and any unknown key are internal).
+func Visible(rel string) bool {
+	for _, s := range Spaces {
+		if strings.HasPrefix(rel, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Range is a physical key range [Start, End); End empty means the single
+// key Start.
+type Range struct {
+	Start, End string
+}
+
+// KVRange turns a caller's key, range end and prefix flag into a physical
+// range inside the tenant's KV space:
+//
+//   - prefix: every key starting with key; an empty key means the whole
+//     KV space, and a key ending in 0xff bytes stays inside it;
+//   - rangeEnd "\x00": every key from key to the end of the KV space;
+//   - rangeEnd: [key, rangeEnd), which can never leave the KV space since
+//     both ends carry its prefix;
+//   - otherwise the single key, which must not be empty.
+func KVRange(tenant, key, rangeEnd string, prefix bool) (Range, error) {
+	base := KV(tenant)
+	switch {
+	case prefix && rangeEnd != "":
+		return Range{}, fmt.Errorf("%w: give either prefix or range_end, not both", ErrInvalidRange)
+	case prefix:
+		return Range{Start: base + key, End: clientv3.GetPrefixRangeEnd(base + key)}, nil
+	case rangeEnd == "\x00":
+		return Range{Start: base + key, End: clientv3.GetPrefixRangeEnd(base)}, nil
+	case rangeEnd != "":
+		if key == "" {
+			// [base, base+rangeEnd) is still inside the tenant.
+			return Range{Start: base, End: base + rangeEnd}, nil
+		}
+		return Range{Start: base + key, End: base + rangeEnd}, nil
+	case key == "":
+		return Range{}, fmt.Errorf("%w: name a key, or use a prefix", ErrEmptyKey)
+	default:
+		return Range{Start: base + key}, nil
+	}
+}
+
+// StripKV returns a physical key of the tenant's KV space relative to that
+// space. ok is false for any other key, which a caller must never see.
+func StripKV(tenant, physical string) (string, bool) {
+	return strings.CutPrefix(physical, KV(tenant))
+}
+
+// ValidPrefixes checks a subscription's tenant-relative prefixes and returns
+// them sorted with duplicates and prefixes covered by another removed. An
+// empty list means every visible namespace.
+func ValidPrefixes(prefixes []string) ([]string, error) {
+	if len(prefixes) == 0 {
+		return append([]string(nil), Spaces...), nil
+	}
+	for _, p := range prefixes {
+		if !Visible(p) {
+			return nil, fmt.Errorf("%w: %q must start with one of %s (for example kv/routes/)", ErrInvalidPrefix, p, strings.Join(Spaces, ", "))
+		}
+	}
+	sorted := append([]string(nil), prefixes...)
+	slices.Sort(sorted)
+	out := sorted[:0]
+	for _, p := range sorted {
+		if len(out) > 0 && strings.HasPrefix(p, out[len(out)-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Match reports whether rel starts with one of the sorted prefixes.
+func Match(prefixes []string, rel string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(rel, p) {
+			return true
+		}
+	}
+	return false
+}

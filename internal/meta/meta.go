@@ -1,0 +1,503 @@
+package meta
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/confetti-io/confetti/internal/keys"
+)
+
+const (
+	// Prefix holds everything the meta store keeps.
+	Prefix        = "/confetti/meta/"
+	shardsPrefix  = Prefix + "shards/"
+	tenantsPrefix = Prefix + "tenants/"
+	tokenKeyKey   = Prefix + "token-key"
+)
+
+var (
+	// ErrTenantNotFound is returned for a tenant with no placement.
+	ErrTenantNotFound = errors.New("meta: tenant not found")
+	// ErrTenantExists is returned when creating a tenant that exists.
+	ErrTenantExists = errors.New("meta: tenant already exists")
+	// ErrShardNotFound is returned for a shard not in the registry.
+	ErrShardNotFound = errors.New("meta: shard not found")
+	// ErrShardExists is returned when adding a shard id with other
+	// endpoints than the registered one.
+	ErrShardExists = errors.New("meta: shard already exists")
+	// ErrNoShard is returned when no active shard can take a tenant.
+	ErrNoShard = errors.New("meta: no active shard")
+	// ErrUnavailable is returned when the meta cluster cannot be reached.
+	ErrUnavailable = errors.New("meta: meta cluster unavailable")
+	// ErrInvalid is returned for a malformed shard record.
+	ErrInvalid = errors.New("meta: invalid request")
+)
+
+// ShardState says whether a shard takes new tenants.
+type ShardState string
+
+const (
+	ShardActive   ShardState = "active"
+	ShardDraining ShardState = "draining"
+)
+
+// Shard is a registered etcd cluster.
+type Shard struct {
+	ID        string     `json:"id"`
+	Endpoints []string   `json:"endpoints"`
+	State     ShardState `json:"state"`
+	// Weight scales the shard's share of new tenants; zero means 1.
+	Weight float64 `json:"weight,omitempty"`
+}
+
+func (s Shard) weight() float64 {
+	if s.Weight <= 0 {
+		return 1
+	}
+	return s.Weight
+}
+
+// TenantState is the lifecycle state of a tenant.
+type TenantState string
+
+const (
+	TenantActive TenantState = "active"
+)
+
+// Tenant is a tenant's placement record.
+type Tenant struct {
+	Name  string      `json:"name"`
+	Shard string      `json:"shard"`
+	Epoch int64       `json:"epoch"`
+	State TenantState `json:"state"`
+	// CreateTime is a Unix time in seconds.
+	CreateTime int64 `json:"create_time"`
+}
+
+// Config configures a Store.
+type Config struct {
+	// Logger receives the store's logs; nil means none.
+	Logger *zap.Logger
+	// LoadFactor is e in the bounded-load cap: no shard takes a new tenant
+	// while it holds more than (1+e) times its weighted share. Zero means
+	// 0.25.
+	LoadFactor float64
+	// RequestTimeout bounds each meta request. Zero means 5 seconds.
+	RequestTimeout time.Duration
+}
+
+// Store mirrors the meta etcd cluster in memory. Its methods are safe for
+// concurrent use.
+type Store struct {
+	cli *clientv3.Client
+	cfg Config
+	lg  *zap.Logger
+
+	mu      sync.RWMutex
+	shards  map[string]Shard
+	tenants map[string]Tenant
+	rev     int64
+	changed chan struct{}
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	lookups   singleflight.Group
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New starts a Store that follows the meta cluster through cli until Close.
+// The caller keeps ownership of cli.
+func New(cli *clientv3.Client, cfg Config) (*Store, error) {
+	if cli == nil {
+		return nil, fmt.Errorf("%w: nil meta client", ErrInvalid)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.LoadFactor == 0 {
+		cfg.LoadFactor = 0.25
+	}
+	if cfg.LoadFactor < 0 {
+		return nil, fmt.Errorf("%w: load factor %v must not be negative", ErrInvalid, cfg.LoadFactor)
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		cli:     cli,
+		cfg:     cfg,
+		lg:      cfg.Logger,
+		shards:  map[string]Shard{},
+		tenants: map[string]Tenant{},
+		changed: make(chan struct{}),
+		ready:   make(chan struct{}),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	s.wg.Add(1)
+	go s.run()
+	return s, nil
+}
+
+// Close stops following meta.
+func (s *Store) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// WaitReady waits until the store has loaded meta once.
+func (s *Store) WaitReady(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: meta not loaded: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// Ready reports whether the store has loaded meta once.
+func (s *Store) Ready() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Changed returns a channel closed at the next change the store applies.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
+
+// Revision is the meta revision the store reflects.
+func (s *Store) Revision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// Shard returns one shard of the registry.
+func (s *Store) Shard(id string) (Shard, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sh, ok := s.shards[id]
+	return sh, ok
+}
+
+// Shards returns the registry sorted by id.
+func (s *Store) Shards() []Shard {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Shard, 0, len(s.shards))
+	for _, sh := range s.shards {
+		out = append(out, sh)
+	}
+	slices.SortFunc(out, func(a, b Shard) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Tenants returns the placement table sorted by name.
+func (s *Store) Tenants() []Tenant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Tenant, 0, len(s.tenants))
+	for _, t := range s.tenants {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b Tenant) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Tenant returns a tenant's placement from memory.
+func (s *Store) Tenant(name string) (Tenant, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.tenants[name]
+	return t, ok
+}
+
+// LookupTenant returns a tenant's placement from memory, or, for a tenant
+// created so recently that the watch has not delivered it, from meta.
+// Concurrent misses for one name share one meta read.
+func (s *Store) LookupTenant(ctx context.Context, name string) (Tenant, error) {
+	if t, ok := s.Tenant(name); ok {
+		return t, nil
+	}
+	if err := keys.ValidName("tenant", name); err != nil {
+		return Tenant{}, err
+	}
+	v, err, _ := s.lookups.Do(name, func() (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		resp, err := s.cli.Get(ctx, tenantsPrefix+name)
+		if err != nil {
+			return Tenant{}, fmt.Errorf("%w: look up tenant %q: %w", ErrUnavailable, name, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return Tenant{}, fmt.Errorf("%w: %q (create it with `confetti tenant create %s`)", ErrTenantNotFound, name, name)
+		}
+		var t Tenant
+		if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+			return Tenant{}, fmt.Errorf("meta: decode tenant %q: %w", name, err)
+		}
+		return t, nil
+	})
+	return v.(Tenant), err
+}
+
+// AddShard registers a shard. Adding a shard that exists with the same
+// endpoints returns it unchanged, so registration can be repeated.
+func (s *Store) AddShard(ctx context.Context, sh Shard) (Shard, error) {
+	if err := keys.ValidName("shard", sh.ID); err != nil {
+		return Shard{}, err
+	}
+	if len(sh.Endpoints) == 0 {
+		return Shard{}, fmt.Errorf("%w: shard %q needs at least one etcd endpoint", ErrInvalid, sh.ID)
+	}
+	if sh.Weight < 0 {
+		return Shard{}, fmt.Errorf("%w: shard %q weight %v must not be negative", ErrInvalid, sh.ID, sh.Weight)
+	}
+	if sh.State == "" {
+		sh.State = ShardActive
+	}
+	b, err := json.Marshal(sh)
+	if err != nil {
+		return Shard{}, err
+	}
+	key := shardsPrefix + sh.ID
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(b))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return Shard{}, fmt.Errorf("%w: add shard %q: %w", ErrUnavailable, sh.ID, err)
+	}
+	if resp.Succeeded {
+		return sh, s.waitRevision(ctx, resp.Header.Revision)
+	}
+	var cur Shard
+	if err := json.Unmarshal(resp.Responses[0].GetResponseRange().Kvs[0].Value, &cur); err != nil {
+		return Shard{}, fmt.Errorf("meta: decode shard %q: %w", sh.ID, err)
+	}
+	if !slices.Equal(cur.Endpoints, sh.Endpoints) {
+		return cur, fmt.Errorf("%w: %q is registered with endpoints %s", ErrShardExists, sh.ID, strings.Join(cur.Endpoints, ","))
+	}
+	return cur, nil
+}
+
+// CreateTenant places a new tenant: rendezvous hashing over the active
+// shards proposes, the bounded-load cap filters, and a create-only
+// transaction records the choice. When two proxies create the same tenant at
+// once, one transaction wins and both return its placement; created is true
+// only for the winner. Creating an existing tenant returns it with
+// ErrTenantExists.
+func (s *Store) CreateTenant(ctx context.Context, name string) (t Tenant, created bool, err error) {
+	if err := keys.ValidName("tenant", name); err != nil {
+		return Tenant{}, false, err
+	}
+	if t, ok := s.Tenant(name); ok {
+		return t, false, fmt.Errorf("%w: %q is on shard %s", ErrTenantExists, name, t.Shard)
+	}
+	s.mu.RLock()
+	var candidates []Shard
+	for _, sh := range s.shards {
+		if sh.State == ShardActive {
+			candidates = append(candidates, sh)
+		}
+	}
+	counts := make(map[string]int, len(s.shards))
+	for _, t := range s.tenants {
+		counts[t.Shard]++
+	}
+	s.mu.RUnlock()
+	shard, err := Place(name, candidates, counts, s.cfg.LoadFactor)
+	if err != nil {
+		return Tenant{}, false, err
+	}
+	t = Tenant{Name: name, Shard: shard, Epoch: 1, State: TenantActive, CreateTime: time.Now().Unix()}
+	b, err := json.Marshal(t)
+	if err != nil {
+		return Tenant{}, false, err
+	}
+	key := tenantsPrefix + name
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(b))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return Tenant{}, false, fmt.Errorf("%w: create tenant %q: %w", ErrUnavailable, name, err)
+	}
+	if !resp.Succeeded {
+		var cur Tenant
+		if err := json.Unmarshal(resp.Responses[0].GetResponseRange().Kvs[0].Value, &cur); err != nil {
+			return Tenant{}, false, fmt.Errorf("meta: decode tenant %q: %w", name, err)
+		}
+		return cur, false, fmt.Errorf("%w: %q is on shard %s", ErrTenantExists, name, cur.Shard)
+	}
+	return t, true, s.waitRevision(ctx, resp.Header.Revision)
+}
+
+// TokenKey returns the cluster-wide secret that signs resume tokens,
+// creating it on first use. Every cache node reads the same key, so a token
+// from one node is valid on all.
+func (s *Store) TokenKey(ctx context.Context) ([]byte, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(tokenKeyKey), "=", 0)).
+		Then(clientv3.OpPut(tokenKeyKey, string(secret))).
+		Else(clientv3.OpGet(tokenKeyKey)).
+		Commit()
+	if err != nil {
+		return nil, fmt.Errorf("%w: token key: %w", ErrUnavailable, err)
+	}
+	if resp.Succeeded {
+		return secret, nil
+	}
+	return resp.Responses[0].GetResponseRange().Kvs[0].Value, nil
+}
+
+// waitRevision waits until the watch has applied rev, so that a caller's
+// next read from memory sees its own write.
+func (s *Store) waitRevision(ctx context.Context, rev int64) error {
+	for {
+		ch := s.Changed()
+		if s.Revision() >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: wait for meta revision %d: %w", ErrUnavailable, rev, ctx.Err())
+		}
+	}
+}
+
+// run lists meta, then follows it by watch, listing again whenever the
+// watch breaks (compaction, cancellation, lost leader).
+func (s *Store) run() {
+	defer s.wg.Done()
+	backoff := 100 * time.Millisecond
+	for s.ctx.Err() == nil {
+		rev, err := s.list()
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			err = s.watch(rev)
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.lg.Warn("meta watch restarting", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-s.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *Store) list() (int64, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	shards := map[string]Shard{}
+	tenants := map[string]Tenant{}
+	for _, kv := range resp.Kvs {
+		s.decode(kv, shards, tenants)
+	}
+	s.mu.Lock()
+	s.shards, s.tenants = shards, tenants
+	s.rev = resp.Header.Revision
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.readyOnce.Do(func() { close(s.ready) })
+	return resp.Header.Revision, nil
+}
+
+func (s *Store) watch(rev int64) error {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.ctx))
+	defer cancel()
+	wch := s.cli.Watch(ctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		for _, ev := range wr.Events {
+			if ev.Type == mvccpb.DELETE {
+				name := string(ev.Kv.Key)
+				if id, ok := strings.CutPrefix(name, shardsPrefix); ok {
+					delete(s.shards, id)
+				} else if t, ok := strings.CutPrefix(name, tenantsPrefix); ok {
+					delete(s.tenants, t)
+				}
+				continue
+			}
+			s.decode(ev.Kv, s.shards, s.tenants)
+		}
+		if wr.Header.Revision > s.rev {
+			s.rev = wr.Header.Revision
+		}
+		s.notifyLocked()
+		s.mu.Unlock()
+	}
+	return errors.New("meta: watch closed")
+}
+
+func (s *Store) decode(kv *mvccpb.KeyValue, shards map[string]Shard, tenants map[string]Tenant) {
+	key := string(kv.Key)
+	switch {
+	case strings.HasPrefix(key, shardsPrefix):
+		var sh Shard
+		if err := json.Unmarshal(kv.Value, &sh); err != nil {
+			s.lg.Error("skipping malformed shard record", zap.String("key", key), zap.Error(err))
+			return
+		}
+		shards[sh.ID] = sh
+	case strings.HasPrefix(key, tenantsPrefix):
+		var t Tenant
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			s.lg.Error("skipping malformed tenant record", zap.String("key", key), zap.Error(err))
+			return
+		}
+		tenants[t.Name] = t
+	}
+}
+
+func (s *Store) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
