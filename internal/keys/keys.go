@@ -1,13 +1,15 @@
 package keys
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+
+	"github.com/confetti-io/confetti/internal/rpcerr"
 )
 
 const (
@@ -29,14 +31,14 @@ var Spaces = []string{SpaceCfg, SpaceKV, SpaceSvc}
 var (
 	// ErrInvalidName is returned for a tenant or shard name outside
 	// [a-z0-9][a-z0-9-]{0,62}.
-	ErrInvalidName = errors.New("keys: invalid name")
+	ErrInvalidName = rpcerr.New(codes.InvalidArgument, "keys: invalid name")
 	// ErrEmptyKey is returned for a request without a key.
-	ErrEmptyKey = errors.New("keys: empty key")
+	ErrEmptyKey = rpcerr.New(codes.InvalidArgument, "keys: empty key")
 	// ErrInvalidRange is returned for a range that cannot be served.
-	ErrInvalidRange = errors.New("keys: invalid range")
+	ErrInvalidRange = rpcerr.New(codes.InvalidArgument, "keys: invalid range")
 	// ErrInvalidPrefix is returned for a subscription prefix outside the
 	// tenant's visible namespaces.
-	ErrInvalidPrefix = errors.New("keys: invalid prefix")
+	ErrInvalidPrefix = rpcerr.New(codes.InvalidArgument, "keys: invalid prefix")
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

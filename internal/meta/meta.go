@@ -15,8 +15,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/codes"
 
 	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/rpcerr"
 )
 
 const (
@@ -29,20 +31,20 @@ const (
 
 var (
 	// ErrTenantNotFound is returned for a tenant with no placement.
-	ErrTenantNotFound = errors.New("meta: tenant not found")
+	ErrTenantNotFound = rpcerr.New(codes.NotFound, "meta: tenant not found")
 	// ErrTenantExists is returned when creating a tenant that exists.
-	ErrTenantExists = errors.New("meta: tenant already exists")
+	ErrTenantExists = rpcerr.New(codes.AlreadyExists, "meta: tenant already exists")
 	// ErrShardNotFound is returned for a shard not in the registry.
-	ErrShardNotFound = errors.New("meta: shard not found")
+	ErrShardNotFound = rpcerr.New(codes.NotFound, "meta: shard not found")
 	// ErrShardExists is returned when adding a shard id with other
 	// endpoints than the registered one.
-	ErrShardExists = errors.New("meta: shard already exists")
+	ErrShardExists = rpcerr.New(codes.AlreadyExists, "meta: shard already exists")
 	// ErrNoShard is returned when no active shard can take a tenant.
-	ErrNoShard = errors.New("meta: no active shard")
+	ErrNoShard = rpcerr.New(codes.FailedPrecondition, "meta: no active shard")
 	// ErrUnavailable is returned when the meta cluster cannot be reached.
-	ErrUnavailable = errors.New("meta: meta cluster unavailable")
+	ErrUnavailable = rpcerr.New(codes.Unavailable, "meta: meta cluster unavailable")
 	// ErrInvalid is returned for a malformed shard record.
-	ErrInvalid = errors.New("meta: invalid request")
+	ErrInvalid = rpcerr.New(codes.InvalidArgument, "meta: invalid request")
 )
 
 // ShardState says whether a shard takes new tenants.
