@@ -1,0 +1,273 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/meta"
+)
+
+// Config configures a cache node. Zero values mean the documented
+// defaults.
+type Config struct {
+	// Logger receives the node's logs; nil means none.
+	Logger *zap.Logger
+	// NodeName names the node in status and logs; empty means the host
+	// name.
+	NodeName string
+	// Registerer receives the node's metrics; nil means none.
+	Registerer prometheus.Registerer
+	// HistoryMaxEvents bounds each shard's history ring by events; zero
+	// means 100000.
+	HistoryMaxEvents int
+	// HistoryMaxBytes bounds each shard's history ring by bytes; zero
+	// means 64 MiB.
+	HistoryMaxBytes int64
+	// ProgressInterval is how often an idle subscriber whose token can
+	// advance gets a Progress bookmark, and how often the node asks etcd for
+	// watch progress; zero means 5 seconds. The contract is at most 10.
+	ProgressInterval time.Duration
+	// StallTimeout restarts a shard watch that answered nothing, not even
+	// progress, for this long; zero means 4 progress intervals.
+	StallTimeout time.Duration
+	// ResetChunkBytes bounds the bytes of one Reset chunk; zero means
+	// 1 MiB, well under gRPC's default 4 MiB message limit.
+	ResetChunkBytes int
+	// EventsBatchBytes bounds an Events message (a larger single
+	// transaction is still sent whole); zero means 1 MiB.
+	EventsBatchBytes int
+	// SyncWait bounds how long a request waits for a shard to be loaded or
+	// to reach a revision; zero means 10 seconds.
+	SyncWait time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.NodeName == "" {
+		c.NodeName, _ = os.Hostname()
+	}
+	if c.HistoryMaxEvents == 0 {
+		c.HistoryMaxEvents = 100000
+	}
+	if c.HistoryMaxBytes == 0 {
+		c.HistoryMaxBytes = 64 << 20
+	}
+	if c.ProgressInterval == 0 {
+		c.ProgressInterval = 5 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 4 * c.ProgressInterval
+	}
+	if c.ResetChunkBytes == 0 {
+		c.ResetChunkBytes = 1 << 20
+	}
+	if c.EventsBatchBytes == 0 {
+		c.EventsBatchBytes = 1 << 20
+	}
+	if c.SyncWait == 0 {
+		c.SyncWait = 10 * time.Second
+	}
+	switch {
+	case c.HistoryMaxEvents < 0 || c.HistoryMaxBytes < 0:
+		return fmt.Errorf("%w: history bounds must not be negative", ErrBadRequest)
+	case c.ProgressInterval < 0 || c.ProgressInterval > 10*time.Second:
+		return fmt.Errorf("%w: progress interval %s must be in (0, 10s]", ErrBadRequest, c.ProgressInterval)
+	case c.ResetChunkBytes < 0 || c.EventsBatchBytes < 0 || c.SyncWait < 0 || c.StallTimeout < 0:
+		return fmt.Errorf("%w: sizes and durations must not be negative", ErrBadRequest)
+	}
+	return nil
+}
+
+// Cache is a cache node. Its methods are safe for concurrent use.
+type Cache struct {
+	confettipb.UnimplementedCacheServer
+
+	cfg     Config
+	lg      *zap.Logger
+	store   *meta.Store
+	clients *meta.Clients
+	metrics *metrics
+
+	mu     sync.RWMutex
+	shards map[string]*shardState
+	tokens *tokenCodec
+	ready  chan struct{} // closed once the token key is loaded
+	closed bool
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	subsWG sync.WaitGroup
+}
+
+// New starts a cache node that follows store's registry, sourcing every
+// shard through clients, until Close.
+func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Cache, error) {
+	if store == nil || clients == nil {
+		return nil, fmt.Errorf("%w: cache needs a meta store and shard clients", ErrBadRequest)
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cache{
+		cfg:     cfg,
+		lg:      cfg.Logger,
+		store:   store,
+		clients: clients,
+		metrics: newMetrics(cfg.Registerer),
+		shards:  map[string]*shardState{},
+		ready:   make(chan struct{}),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	c.wg.Add(1)
+	go c.run()
+	return c, nil
+}
+
+// Register registers the Cache service on s.
+func (c *Cache) Register(s *grpc.Server) { confettipb.RegisterCacheServer(s, c) }
+
+// Ready reports whether the node can serve: meta loaded, token key known,
+// and every registered shard listed.
+func (c *Cache) Ready() bool {
+	select {
+	case <-c.ready:
+	default:
+		return false
+	}
+	if !c.store.Ready() {
+		return false
+	}
+	for _, sh := range c.store.Shards() {
+		st := c.shard(sh.ID)
+		if st == nil {
+			return false
+		}
+		if _, _, synced := st.wait(); !synced {
+			return false
+		}
+	}
+	return true
+}
+
+// Close stops the shard watches and ends every subscription.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	c.subsWG.Wait()
+}
+
+func (c *Cache) shard(id string) *shardState {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.shards[id]
+}
+
+func (c *Cache) codec() *tokenCodec {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.tokens
+}
+
+// run loads the token key, then starts a source for every shard the
+// registry lists, now and as shards are added.
+func (c *Cache) run() {
+	defer c.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		key, err := c.store.TokenKey(c.ctx)
+		if err == nil {
+			c.mu.Lock()
+			c.tokens = &tokenCodec{key: key}
+			c.mu.Unlock()
+			close(c.ready)
+			break
+		}
+		c.lg.Warn("loading token key", zap.Error(err))
+		select {
+		case <-time.After(backoff):
+		case <-c.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	for {
+		changed := c.store.Changed()
+		for _, sh := range c.store.Shards() {
+			if c.shard(sh.ID) != nil {
+				continue
+			}
+			cli, err := c.clients.Get(sh.ID)
+			if err != nil {
+				c.lg.Error("shard client", zap.String("shard", sh.ID), zap.Error(err))
+				continue
+			}
+			st := newShardState(sh.ID, c.cfg.HistoryMaxEvents, c.cfg.HistoryMaxBytes, c.metrics)
+			c.mu.Lock()
+			c.shards[sh.ID] = st
+			c.mu.Unlock()
+			src := &etcdSource{
+				cli:       cli,
+				shard:     sh.ID,
+				lg:        c.lg,
+				backfill:  int64(c.cfg.HistoryMaxEvents),
+				progress:  c.cfg.ProgressInterval,
+				stall:     c.cfg.StallTimeout,
+				listLimit: 5000,
+			}
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				src.Run(c.ctx, st)
+			}()
+			c.lg.Info("sourcing shard", zap.String("shard", sh.ID), zap.Strings("endpoints", sh.Endpoints))
+		}
+		select {
+		case <-changed:
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// waitSynced waits until a shard is listed and has applied at least rev.
+func (c *Cache) waitSynced(ctx context.Context, shard string, rev int64) (*shardState, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncWait)
+	defer cancel()
+	for {
+		metaChanged := c.store.Changed()
+		if st := c.shard(shard); st != nil {
+			for {
+				ch, cur, synced := st.wait()
+				if synced && cur >= rev {
+					return st, nil
+				}
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return nil, fmt.Errorf("%w: shard %s is at revision %d, the request needs %d; retry shortly", ErrNotSynced, shard, cur, rev)
+				}
+			}
+		}
+		select {
+		case <-metaChanged:
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: shard %s is not loaded on this node yet; retry shortly", ErrNotSynced, shard)
+		}
+	}
+}

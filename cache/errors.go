@@ -1,0 +1,27 @@
+package cache
+
+import (
+	"google.golang.org/grpc/codes"
+
+	"github.com/confetti-io/confetti/internal/rpcerr"
+)
+
+var (
+	// ErrInvalidToken is returned for a token this cluster did not issue
+	// or that was cut or altered.
+	ErrInvalidToken = rpcerr.New(codes.InvalidArgument, "cache: invalid resume token")
+	// ErrTokenTenant is returned for a token issued to another tenant.
+	ErrTokenTenant = rpcerr.New(codes.InvalidArgument, "cache: token belongs to another tenant")
+	// ErrBadRequest is returned for a malformed request.
+	ErrBadRequest = rpcerr.New(codes.InvalidArgument, "cache: bad request")
+	// ErrNotSynced is returned while a shard has not been loaded yet or
+	// its watch is behind for longer than a request may wait.
+	ErrNotSynced = rpcerr.New(codes.Unavailable, "cache: shard not synced")
+	// ErrShardUnavailable is returned when a shard's etcd cannot answer.
+	ErrShardUnavailable = rpcerr.New(codes.Unavailable, "cache: shard unavailable")
+	// ErrOldRevision is returned for a read at an earlier revision, which
+	// only the shard proxy serves.
+	ErrOldRevision = rpcerr.New(codes.Unimplemented, "cache: reads at an earlier revision are served by the shard proxy (KV.Range with revision)")
+	// ErrClosed is returned after Close.
+	ErrClosed = rpcerr.New(codes.Unavailable, "cache: node shutting down")
+)

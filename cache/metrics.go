@@ -1,0 +1,55 @@
+package cache
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	subscribers   prometheus.Gauge
+	resets        *prometheus.CounterVec
+	eventsIn      prometheus.Counter
+	eventsOut     prometheus.Counter
+	bytesOut      prometheus.Counter
+	watchRestarts *prometheus.CounterVec
+	revision      *prometheus.GaugeVec
+	historyEvents *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "subscribers",
+			Help: "Open subscriptions on this node.",
+		}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "resets_total",
+			Help: "Resets sent, by reason (new, view, history, lagging).",
+		}, []string{"reason"}),
+		eventsIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "events_in_total",
+			Help: "Events received from shard watches.",
+		}),
+		eventsOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "events_out_total",
+			Help: "Events sent to subscribers.",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "sent_bytes_total",
+			Help: "Bytes of subscription messages sent.",
+		}),
+		watchRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "watch_restarts_total",
+			Help: "Shard watches restarted (compaction, cancellation, stall, error).",
+		}, []string{"shard"}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "shard_revision",
+			Help: "Last revision applied per shard.",
+		}, []string{"shard"}),
+		historyEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "history_events",
+			Help: "Events held in each shard's history ring.",
+		}, []string{"shard"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.watchRestarts, m.revision, m.historyEvents)
+	}
+	return m
+}
