@@ -149,9 +149,20 @@ func (s *etcdSource) watch(ctx context.Context, sink Sink, listed, from int64) e
 	defer tick.Stop()
 	lastResp := time.Now()
 	for {
+		// etcd answers a progress request only once the watch has caught
+		// up, so while backfilling, asking often ends the backfill soon
+		// after the last old event even when nothing new is written.
+		var backfillTick <-chan time.Time
+		if backfilling {
+			backfillTick = time.After(25 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-backfillTick:
+			if err := s.cli.RequestProgress(wctx); err != nil {
+				s.lg.Debug("request progress", zap.String("shard", s.shard), zap.Error(err))
+			}
 		case <-tick.C:
 			if time.Since(lastResp) > s.stall {
 				return errStalled
@@ -180,11 +191,6 @@ func (s *etcdSource) watch(ctx context.Context, sink Sink, listed, from int64) e
 				return fmt.Errorf("watch of shard %s: %w", s.shard, err)
 			}
 			if wr.Created {
-				// A bookmark answers only once the watch has caught up, so
-				// it ends a backfill even when nothing is written.
-				if err := s.cli.RequestProgress(wctx); err != nil {
-					s.lg.Debug("request progress", zap.String("shard", s.shard), zap.Error(err))
-				}
 				continue
 			}
 			if wr.IsProgressNotify() {
