@@ -142,7 +142,8 @@ func (x *ResponseHeader) GetEpoch() int64 {
 
 // KeyValue is one key of a tenant. Keys are always relative to the
 // namespace the API serves (the KV space for KV calls, the tenant's whole
-// namespace for subscriptions); callers never see physical etcd keys.
+// namespace for subscriptions); callers never see physical etcd keys. Keys
+// are UTF-8 strings.
 type KeyValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -76,8 +77,13 @@ func Split(physical string) (tenant, rel string, ok bool) {
 }
 
 // Visible reports whether a tenant-relative key belongs to a namespace that
-// subscribers see (the fence and any unknown key are internal).
+// subscribers see (the fence and any unknown key are internal). Keys are
+// UTF-8 in Confetti's API; a key that is not (only writable around the
+// proxy, straight into etcd) is never shown.
 func Visible(rel string) bool {
+	if !utf8.ValidString(rel) {
+		return false
+	}
 	for _, s := range Spaces {
 		if strings.HasPrefix(rel, s) {
 			return true

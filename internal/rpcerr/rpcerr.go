@@ -22,18 +22,20 @@ func (e *Sentinel) Error() string { return e.msg }
 // Code is the gRPC code of the sentinel.
 func (e *Sentinel) Code() codes.Code { return e.code }
 
-// Code returns the gRPC code for err: a status's own code, the code of the
-// first sentinel in its chain, the code of a context error, else Unknown.
+// Code returns the gRPC code for err: the code of the first sentinel in
+// its chain (a sentinel that wraps a client's status error keeps its own
+// code), else a status's code, else the code of a context error, else
+// Unknown.
 func Code(err error) codes.Code {
 	if err == nil {
 		return codes.OK
 	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
 	var se *Sentinel
 	if errors.As(err, &se) {
 		return se.code
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code()
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
@@ -45,12 +47,12 @@ func Code(err error) codes.Code {
 }
 
 // Status converts err into a gRPC status error with its code and full
-// message. A status error is returned unchanged; nil stays nil.
+// message. A bare status error is returned unchanged; nil stays nil.
 func Status(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
 	return status.Error(Code(err), err.Error())

@@ -23,6 +23,8 @@ func TestStatus(t *testing.T) {
 		{name: "status", err: status.Error(codes.Aborted, "conflict"), code: codes.Aborted, msg: "conflict"},
 		{name: "deadline", err: fmt.Errorf("wait: %w", context.DeadlineExceeded), code: codes.DeadlineExceeded, msg: "wait: context deadline exceeded"},
 		{name: "plain", err: errors.New("boom"), code: codes.Unknown, msg: "boom"},
+		{name: "sentinel wrapping a status", err: fmt.Errorf("%w: %w", errNotFound, status.Error(codes.Unavailable, "etcd down")), code: codes.NotFound, msg: "pkg: thing not found: rpc error: code = Unavailable desc = etcd down"},
+		{name: "wrapped status", err: fmt.Errorf("call: %w", status.Error(codes.Aborted, "conflict")), code: codes.Aborted, msg: "call: rpc error: code = Aborted desc = conflict"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := status.Convert(Status(tc.err))

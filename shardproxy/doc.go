@@ -1,0 +1,17 @@
+// Package shardproxy is the shard proxy: the stateless front door that
+// spreads tenants over several etcd clusters (shards) and serves
+// tenant-scoped Tenants, Shards, KV, Leases and Releases over gRPC.
+//
+// A Proxy routes every request by the placement table of a meta.Store (held
+// in memory and fed by a watch, so routing costs no meta round trip) to the
+// tenant's shard through the long-lived etcd clients of a meta.Clients. It
+// adds the tenant's physical prefix to every key, clamps every range inside
+// the tenant, strips the prefix from every key it returns, and makes every
+// write a transaction that also requires the tenant's fence key to be
+// absent, so no write lands on a shard a tenant is moving away from. Several
+// proxies can run side by side; none holds state of its own:
+//
+//	p, err := shardproxy.New(store, clients, shardproxy.Config{Logger: lg, Registerer: reg})
+//	if err != nil { ... }
+//	p.Register(grpcServer)
+package shardproxy

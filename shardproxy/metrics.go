@@ -1,0 +1,70 @@
+package shardproxy
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+)
+
+// metrics are the proxy's Prometheus collectors.
+type metrics struct {
+	// requests counts finished RPCs by method ("KV.Put") and gRPC code
+	// ("OK", "NotFound", ...).
+	requests *prometheus.CounterVec
+	// duration observes the time each RPC took, by method.
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "confetti",
+			Subsystem: "proxy",
+			Name:      "requests_total",
+			Help:      "RPCs served by the shard proxy, by method and gRPC status code.",
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "confetti",
+			Subsystem: "proxy",
+			Name:      "request_duration_seconds",
+			Help:      "Time the shard proxy took to serve an RPC, by method.",
+			Buckets:   prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"method"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.requests, err = register(reg, m.requests); err != nil {
+		return nil, err
+	}
+	if m.duration, err = register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c on reg, or returns the identical collector already
+// registered there, so that several proxies in one process (tests, the
+// all-in-one dev mode) share their series instead of failing.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	var zero C
+	return zero, err
+}
+
+func (m *metrics) observe(method string, code codes.Code, took time.Duration) {
+	m.requests.WithLabelValues(method, code.String()).Inc()
+	m.duration.WithLabelValues(method).Observe(took.Seconds())
+}

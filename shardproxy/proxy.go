@@ -1,0 +1,225 @@
+package shardproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/meta"
+	"github.com/confetti-io/confetti/internal/rpcerr"
+)
+
+// Config configures a Proxy. Zero values mean the documented defaults.
+type Config struct {
+	// Logger receives the proxy's logs. Nil means no logs.
+	Logger *zap.Logger `json:"-" yaml:"-"`
+	// Registerer receives the proxy's metrics. Nil means they are not
+	// registered anywhere.
+	Registerer prometheus.Registerer `json:"-" yaml:"-"`
+	// MaxKeyBytes caps the size of a caller's key, without the tenant
+	// prefix the proxy adds. Zero means 4096.
+	MaxKeyBytes int `json:"max-key-bytes" yaml:"max-key-bytes"`
+	// MaxValueBytes caps the size of a value. Zero means 1 MiB. Keep it
+	// below the shards' --max-request-bytes (1.5 MiB by default), which
+	// must also hold the key and the request's framing.
+	MaxValueBytes int `json:"max-value-bytes" yaml:"max-value-bytes"`
+	// MaxTTL caps the TTL, in seconds, of a put with a TTL. Zero means
+	// 86400 (one day). The shard may raise a very short TTL to its own
+	// minimum lease TTL.
+	MaxTTL int64 `json:"max-ttl" yaml:"max-ttl"`
+	// MaxRangeKeys caps the number of keys one Range returns: a request
+	// with no limit or a larger one gets at most this many, with more set,
+	// and continues from the last key. Zero means 10000. gRPC's message
+	// size limit still applies to the reply as a whole.
+	MaxRangeKeys int `json:"max-range-keys" yaml:"max-range-keys"`
+	// RequestTimeout bounds each etcd request the proxy makes on a shard;
+	// when it fires the shard is reported unavailable. Zero means 10
+	// seconds.
+	RequestTimeout time.Duration `json:"request-timeout" yaml:"request-timeout"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		MaxKeyBytes:    4096,
+		MaxValueBytes:  1 << 20,
+		MaxTTL:         86400,
+		MaxRangeKeys:   10000,
+		RequestTimeout: 10 * time.Second,
+	}
+}
+
+// withDefaults fills zero fields from defaultConfig and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	d := defaultConfig()
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.MaxKeyBytes == 0 {
+		c.MaxKeyBytes = d.MaxKeyBytes
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = d.MaxValueBytes
+	}
+	if c.MaxTTL == 0 {
+		c.MaxTTL = d.MaxTTL
+	}
+	if c.MaxRangeKeys == 0 {
+		c.MaxRangeKeys = d.MaxRangeKeys
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = d.RequestTimeout
+	}
+	var errs []error
+	if c.MaxKeyBytes < 0 {
+		errs = append(errs, fmt.Errorf("max key bytes %d must not be negative", c.MaxKeyBytes))
+	}
+	if c.MaxValueBytes < 0 {
+		errs = append(errs, fmt.Errorf("max value bytes %d must not be negative", c.MaxValueBytes))
+	}
+	if c.MaxTTL < 0 {
+		errs = append(errs, fmt.Errorf("max ttl %d must not be negative", c.MaxTTL))
+	}
+	if c.MaxRangeKeys < 0 {
+		errs = append(errs, fmt.Errorf("max range keys %d must not be negative", c.MaxRangeKeys))
+	}
+	if c.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("request timeout %s must not be negative", c.RequestTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("shardproxy: invalid config: %w", err)
+	}
+	return c, nil
+}
+
+// Proxy serves the tenant-scoped API over the shards of a meta.Store. It
+// holds no state of its own: placement comes from the store, connections
+// from the client set. Its methods are safe for concurrent use.
+type Proxy struct {
+	store   *meta.Store
+	clients *meta.Clients
+	cfg     Config
+	lg      *zap.Logger
+	metrics *metrics
+}
+
+// New returns a Proxy routing by store through clients. The caller keeps
+// ownership of both and closes them after the gRPC server stops.
+func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Proxy, error) {
+	if store == nil {
+		return nil, errors.New("shardproxy: nil meta store")
+	}
+	if clients == nil {
+		return nil, errors.New("shardproxy: nil shard clients")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("shardproxy: register metrics: %w", err)
+	}
+	return &Proxy{store: store, clients: clients, cfg: cfg, lg: cfg.Logger, metrics: m}, nil
+}
+
+// Register registers every gRPC service of api/confettipb that the proxy
+// serves: Tenants, Shards, KV, Leases and Releases.
+func (p *Proxy) Register(s *grpc.Server) {
+	pb.RegisterTenantsServer(s, &tenantService{p: p})
+	pb.RegisterShardsServer(s, &shardService{p: p})
+	pb.RegisterKVServer(s, &kvService{p: p})
+	pb.RegisterLeasesServer(s, &leaseService{p: p})
+	pb.RegisterReleasesServer(s, &releaseService{p: p})
+}
+
+// route is where one tenant's request goes: the tenant's placement and the
+// client of its shard.
+type route struct {
+	tenant meta.Tenant
+	cli    *clientv3.Client
+}
+
+// header is the response header of a reply served at the shard revision
+// of h.
+func (r route) header(h *etcdserverpb.ResponseHeader) *pb.ResponseHeader {
+	out := &pb.ResponseHeader{Tenant: r.tenant.Name, Shard: r.tenant.Shard, Epoch: r.tenant.Epoch}
+	if h != nil {
+		out.Revision = h.Revision
+	}
+	return out
+}
+
+// route finds the shard of tenant.
+func (p *Proxy) route(ctx context.Context, tenant string) (route, error) {
+	if err := keys.ValidName("tenant", tenant); err != nil {
+		return route{}, err
+	}
+	t, err := p.store.LookupTenant(ctx, tenant)
+	if err != nil {
+		return route{}, err
+	}
+	cli, err := p.clients.Get(t.Shard)
+	if err != nil {
+		return route{}, shardError(ctx, t.Shard, err)
+	}
+	return route{tenant: t, cli: cli}, nil
+}
+
+// etcdCtx bounds one etcd request by the configured timeout and makes it
+// fail fast on a shard without a leader instead of waiting for one.
+func (p *Proxy) etcdCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
+	return clientv3.WithRequireLeader(ctx), cancel
+}
+
+// serve runs one unary RPC: fn does the work, and serve turns its error
+// into a gRPC status, counts the request and logs failures that are not
+// the caller's doing. It is the one place where errors become codes.
+func serve[Req, Resp any](ctx context.Context, p *Proxy, fullMethod string, req Req, fn func(context.Context, Req) (Resp, error)) (Resp, error) {
+	start := time.Now()
+	resp, err := fn(ctx, req)
+	if err = p.finish(fullMethod, start, err); err != nil {
+		var zero Resp
+		return zero, err
+	}
+	return resp, nil
+}
+
+// finish converts err to a gRPC status and records the request.
+func (p *Proxy) finish(fullMethod string, start time.Time, err error) error {
+	err = rpcerr.Status(err)
+	code := status.Code(err)
+	method := methodName(fullMethod)
+	p.metrics.observe(method, code, time.Since(start))
+	switch code {
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.DataLoss, codes.ResourceExhausted:
+		p.lg.Warn("request failed", zap.String("method", method), zap.String("code", code.String()), zap.Error(err))
+	}
+	return err
+}
+
+// methodName turns a full gRPC method name ("/confetti.v1.KV/Put") into the
+// short form used in metrics and messages ("KV.Put").
+func methodName(fullMethod string) string {
+	s := strings.TrimPrefix(fullMethod, "/")
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		svc := s[:i]
+		if j := strings.LastIndexByte(svc, '.'); j >= 0 {
+			svc = svc[j+1:]
+		}
+		return svc + "." + s[i+1:]
+	}
+	return s
+}

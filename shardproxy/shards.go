@@ -1,0 +1,137 @@
+package shardproxy
+
+import (
+	"context"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/meta"
+)
+
+// shardService serves the Shards service from the meta store's registry.
+type shardService struct {
+	pb.UnimplementedShardsServer
+	p *Proxy
+}
+
+var _ pb.ShardsServer = (*shardService)(nil)
+
+// AddShard registers an etcd cluster as an active shard. Repeating the
+// registration with the same endpoints returns the shard unchanged; other
+// endpoints for a registered id are AlreadyExists.
+func (s *shardService) AddShard(ctx context.Context, req *pb.AddShardRequest) (*pb.Shard, error) {
+	return serve(ctx, s.p, pb.Shards_AddShard_FullMethodName, req, func(ctx context.Context, req *pb.AddShardRequest) (*pb.Shard, error) {
+		sh, err := s.p.store.AddShard(ctx, meta.Shard{
+			ID:        req.GetId(),
+			Endpoints: req.GetEndpoints(),
+			State:     meta.ShardActive,
+			Weight:    req.GetWeight(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return shardProto(sh, tenantCounts(s.p.store.Tenants())[sh.ID]), nil
+	})
+}
+
+// ListShards lists the registry in id order with the number of tenants
+// placed on each shard.
+//
+// With with_usage, each shard is asked, concurrently:
+//   - keys: the number of keys under the tenants' root prefix (every
+//     tenant's keys in every namespace, internal ones included), by a
+//     count-only range;
+//   - bytes: the bytes of the shard's etcd backend logically in use
+//     (DbSizeInUse of the first member that answers a Status), which
+//     covers all of the cluster's keys and the history it has not
+//     compacted yet. This is what the etcd storage quota is measured
+//     against, not the sum of the tenants' current keys and values.
+//
+// A shard that does not answer within the request timeout reports -1 for
+// the count it could not get; the listing itself still succeeds.
+func (s *shardService) ListShards(ctx context.Context, req *pb.ListShardsRequest) (*pb.ListShardsResponse, error) {
+	return serve(ctx, s.p, pb.Shards_ListShards_FullMethodName, req, func(ctx context.Context, req *pb.ListShardsRequest) (*pb.ListShardsResponse, error) {
+		shards := s.p.store.Shards()
+		counts := tenantCounts(s.p.store.Tenants())
+		resp := &pb.ListShardsResponse{Shards: make([]*pb.Shard, len(shards))}
+		for i, sh := range shards {
+			resp.Shards[i] = shardProto(sh, counts[sh.ID])
+		}
+		if !req.GetWithUsage() {
+			return resp, nil
+		}
+		var wg sync.WaitGroup
+		for _, out := range resp.Shards {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out.Keys, out.Bytes = s.usage(ctx, out.Id)
+			}()
+		}
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return resp, nil
+	})
+}
+
+// usage counts a shard's tenant keys and its backend bytes in use; -1
+// stands for a count the shard did not give.
+func (s *shardService) usage(ctx context.Context, shard string) (nkeys, nbytes int64) {
+	nkeys, nbytes = -1, -1
+	cli, err := s.p.clients.Get(shard)
+	if err != nil {
+		s.p.lg.Warn("shard usage unavailable", zap.String("shard", shard), zap.Error(err))
+		return nkeys, nbytes
+	}
+	ectx, cancel := s.p.etcdCtx(ctx)
+	defer cancel()
+	if resp, err := cli.Get(ectx, keys.Root, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+		s.p.lg.Warn("shard key count unavailable", zap.String("shard", shard), zap.Error(shardError(ctx, shard, err)))
+	} else {
+		nkeys = resp.Count
+	}
+	for _, ep := range cli.Endpoints() {
+		st, err := cli.Status(ectx, ep)
+		if err != nil {
+			s.p.lg.Warn("shard member status unavailable", zap.String("shard", shard), zap.String("endpoint", ep), zap.Error(err))
+			continue
+		}
+		nbytes = st.DbSizeInUse
+		break
+	}
+	return nkeys, nbytes
+}
+
+func tenantCounts(tenants []meta.Tenant) map[string]int {
+	counts := make(map[string]int)
+	for _, t := range tenants {
+		counts[t.Shard]++
+	}
+	return counts
+}
+
+func shardProto(sh meta.Shard, tenants int) *pb.Shard {
+	return &pb.Shard{
+		Id:        sh.ID,
+		Endpoints: append([]string(nil), sh.Endpoints...),
+		State:     shardState(sh.State),
+		Weight:    sh.Weight,
+		Tenants:   int64(tenants),
+	}
+}
+
+func shardState(s meta.ShardState) pb.Shard_State {
+	switch s {
+	case meta.ShardActive:
+		return pb.Shard_ACTIVE
+	case meta.ShardDraining:
+		return pb.Shard_DRAINING
+	}
+	return pb.Shard_STATE_UNSPECIFIED
+}
