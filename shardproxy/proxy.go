@@ -44,6 +44,10 @@ type Config struct {
 	// and continues from the last key. Zero means 10000. gRPC's message
 	// size limit still applies to the reply as a whole.
 	MaxRangeKeys int `json:"max-range-keys" yaml:"max-range-keys"`
+	// MaxTxnOps caps the compares plus ops of one transaction. Zero means
+	// 64; keep it at most the shards' --max-txn-ops (128 by default), since
+	// the proxy adds one compare and wraps the request.
+	MaxTxnOps int `json:"max-txn-ops" yaml:"max-txn-ops"`
 	// RequestTimeout bounds each etcd request the proxy makes on a shard;
 	// when it fires the shard is reported unavailable. Zero means 10
 	// seconds.
@@ -56,6 +60,7 @@ func defaultConfig() Config {
 		MaxValueBytes:  1 << 20,
 		MaxTTL:         86400,
 		MaxRangeKeys:   10000,
+		MaxTxnOps:      64,
 		RequestTimeout: 10 * time.Second,
 	}
 }
@@ -78,6 +83,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxRangeKeys == 0 {
 		c.MaxRangeKeys = d.MaxRangeKeys
 	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = d.MaxTxnOps
+	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
@@ -93,6 +101,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxRangeKeys < 0 {
 		errs = append(errs, fmt.Errorf("max range keys %d must not be negative", c.MaxRangeKeys))
+	}
+	if c.MaxTxnOps < 0 {
+		errs = append(errs, fmt.Errorf("max txn ops %d must not be negative", c.MaxTxnOps))
 	}
 	if c.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("request timeout %s must not be negative", c.RequestTimeout))

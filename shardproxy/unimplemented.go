@@ -49,12 +49,6 @@ func (s *shardService) DrainShard(ctx context.Context, req *pb.DrainShardRequest
 		"marking a shard draining, so that it keeps its tenants but takes no new ones, arrives with shard lifecycle management")
 }
 
-// Txn is not served yet.
-func (s *kvService) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	return nil, s.p.notYet(pb.KV_Txn_FullMethodName,
-		"compares on value, version, create and mod revision with tenant-confined ops arrive with the shard proxy issue; use Put with expected_mod_revision for compare-and-swap")
-}
-
 // leaseService serves the Leases service.
 type leaseService struct {
 	pb.UnimplementedLeasesServer

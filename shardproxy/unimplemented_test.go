@@ -41,10 +41,6 @@ func TestUnavailableRPCsSaySo(t *testing.T) {
 			_, err := a.shards.DrainShard(ctx, &pb.DrainShardRequest{Id: "s1"})
 			return err
 		}},
-		{name: "KV.Txn", call: func() error {
-			_, err := a.kv.Txn(ctx, &pb.TxnRequest{Tenant: "acme"})
-			return err
-		}},
 		{name: "Leases.Grant", call: func() error {
 			_, err := a.leases.Grant(ctx, &pb.LeaseGrantRequest{Tenant: "acme", Ttl: 10})
 			return err
@@ -148,7 +144,7 @@ func TestUnavailableRPCsSaySo(t *testing.T) {
 	served := []string{
 		"Tenants.CreateTenant", "Tenants.GetTenant", "Tenants.ListTenants",
 		"Shards.AddShard", "Shards.ListShards",
-		"KV.Range", "KV.Put", "KV.DeleteRange",
+		"KV.Range", "KV.Put", "KV.DeleteRange", "KV.Txn",
 	}
 	for _, tc := range cases {
 		served = append(served, tc.name)
