@@ -321,26 +321,38 @@ func TestBadInputGetsAClearErrorAndWritesNothing(t *testing.T) {
 		message string
 	}{
 		{
-			name:    "unknown tenant",
-			call:    func() error { _, err := sys.kv.Put(ctx, &confettipb.PutRequest{Tenant: "nobody", Key: "k", Value: []byte("v")}); return err },
+			name: "unknown tenant",
+			call: func() error {
+				_, err := sys.kv.Put(ctx, &confettipb.PutRequest{Tenant: "nobody", Key: "k", Value: []byte("v")})
+				return err
+			},
 			code:    codes.NotFound,
 			message: "confetti tenant create",
 		},
 		{
-			name:    "invalid tenant name",
-			call:    func() error { _, err := sys.kv.Put(ctx, &confettipb.PutRequest{Tenant: "Acme!", Key: "k", Value: []byte("v")}); return err },
+			name: "invalid tenant name",
+			call: func() error {
+				_, err := sys.kv.Put(ctx, &confettipb.PutRequest{Tenant: "Acme!", Key: "k", Value: []byte("v")})
+				return err
+			},
 			code:    codes.InvalidArgument,
 			message: "[a-z0-9]",
 		},
 		{
-			name:    "invalid tenant name on create",
-			call:    func() error { _, err := sys.ten.CreateTenant(ctx, &confettipb.CreateTenantRequest{Name: "has space"}); return err },
+			name: "invalid tenant name on create",
+			call: func() error {
+				_, err := sys.ten.CreateTenant(ctx, &confettipb.CreateTenantRequest{Name: "has space"})
+				return err
+			},
 			code:    codes.InvalidArgument,
 			message: "[a-z0-9]",
 		},
 		{
-			name:    "empty key",
-			call:    func() error { _, err := sys.kv.Put(ctx, &confettipb.PutRequest{Tenant: "acme", Key: "", Value: []byte("v")}); return err },
+			name: "empty key",
+			call: func() error {
+				_, err := sys.kv.Put(ctx, &confettipb.PutRequest{Tenant: "acme", Key: "", Value: []byte("v")})
+				return err
+			},
 			code:    codes.InvalidArgument,
 			message: "key",
 		},
@@ -354,8 +366,11 @@ func TestBadInputGetsAClearErrorAndWritesNothing(t *testing.T) {
 			message: "65536",
 		},
 		{
-			name:    "existing tenant",
-			call:    func() error { _, err := sys.ten.CreateTenant(ctx, &confettipb.CreateTenantRequest{Name: "acme"}); return err },
+			name: "existing tenant",
+			call: func() error {
+				_, err := sys.ten.CreateTenant(ctx, &confettipb.CreateTenantRequest{Name: "acme"})
+				return err
+			},
 			code:    codes.AlreadyExists,
 			message: tn.Shard,
 		},

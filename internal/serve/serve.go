@@ -226,6 +226,10 @@ func (s *Server) Start() (Addrs, error) {
 		addrs.Metrics = hlis.Addr().String()
 	}
 	s.started = true
+	s.lg.Info("grpc server listening", zap.String("addr", addrs.GRPC))
+	if hlis != nil {
+		s.lg.Info("metrics server listening", zap.String("addr", addrs.Metrics), zap.Bool("pprof", s.opts.EnablePprof))
+	}
 	s.metrics.InitializeMetrics(s.grpc)
 	s.refreshHealth()
 
@@ -243,7 +247,6 @@ func (s *Server) Start() (Addrs, error) {
 			s.errc <- fmt.Errorf("serve: grpc on %s: %w", addrs.GRPC, err)
 		}
 	}()
-	s.lg.Info("grpc server listening", zap.String("addr", addrs.GRPC))
 	if hlis != nil {
 		s.wg.Add(1)
 		go func() {
@@ -253,7 +256,6 @@ func (s *Server) Start() (Addrs, error) {
 				s.errc <- fmt.Errorf("serve: http on %s: %w", addrs.Metrics, err)
 			}
 		}()
-		s.lg.Info("metrics server listening", zap.String("addr", addrs.Metrics), zap.Bool("pprof", s.opts.EnablePprof))
 	}
 	return addrs, nil
 }

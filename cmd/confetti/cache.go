@@ -1,0 +1,57 @@
+package main
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/confetti-io/confetti/cache"
+	"github.com/confetti-io/confetti/internal/meta"
+)
+
+func newCacheCommand(a *app) *cobra.Command {
+	var (
+		rf  roleFlags
+		cfg cache.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "cache",
+		Short: "Run a cache node: one watch per shard, subscriptions for gateways",
+		Long: `Run a cache node against the meta etcd cluster named by --meta-endpoints.
+The node watches every shard once, keeps every tenant's state and recent
+history in memory, and serves resumable subscriptions. Nodes are stateless
+and interchangeable: a token from one is valid on all.`,
+		Example: `  confetti cache --meta-endpoints http://10.0.0.1:2379 --listen-addr :7710 --metrics-addr :7791
+  confetti cache --config-file cache.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.runRole(cmd.Context(), "cache", &rf, func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry) (roleParts, error) {
+				cfg.Logger = lg.Named("cache")
+				cfg.Registerer = reg
+				c, err := cache.New(store, clients, cfg)
+				if err != nil {
+					return roleParts{}, err
+				}
+				return roleParts{register: c.Register, ready: cacheReady(c), drain: c.Close}, nil
+			})
+		},
+	}
+	fs := cmd.Flags()
+	rf.register(fs, ":7710", ":7791")
+	fs.StringVar(&cfg.NodeName, "node-name", "", "name of this node in status and logs (default: the host name)")
+	fs.IntVar(&cfg.HistoryMaxEvents, "history-max-events", 100000, "events of history kept per shard for resuming subscribers")
+	fs.Int64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 64<<20, "bytes of history kept per shard for resuming subscribers")
+	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", 5*time.Second, "how often an idle subscriber gets a bookmark (the contract allows at most 10s)")
+	return cmd
+}
+
+func cacheReady(c *cache.Cache) func() error {
+	return func() error {
+		if !c.Ready() {
+			return errNotSynced
+		}
+		return nil
+	}
+}

@@ -1,0 +1,440 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/cache"
+	"github.com/confetti-io/confetti/internal/clientconfig"
+	"github.com/confetti-io/confetti/internal/embedetcd"
+	"github.com/confetti-io/confetti/internal/meta"
+	"github.com/confetti-io/confetti/internal/serve"
+	"github.com/confetti-io/confetti/shardproxy"
+)
+
+// readyLine is printed once `confetti dev` serves; scripts wait for it.
+const readyLine = "confetti dev is ready"
+
+// devClusters are the embedded etcd clusters of `confetti dev`, in the
+// order of their ports: meta at base+20/21, shard-a at base+22/23, ...
+var devClusters = []string{"meta", "shard-a", "shard-b", "shard-c"}
+
+// devDemo is what `confetti dev` puts into the demo tenant on first start.
+var devDemo = []struct{ key, value string }{
+	{"/routes/hello", `{"uri":"/hello","upstream":"/upstreams/web"}`},
+	{"/upstreams/web", `{"nodes":{"127.0.0.1:8080":1},"type":"roundrobin"}`},
+}
+
+const devTenant = "demo"
+
+type devFlags struct {
+	dataDir     string
+	basePort    int
+	cacheNodes  int
+	logLevel    string
+	enablePprof bool
+}
+
+// devLayout places every listener of `confetti dev` relative to the base
+// port: proxy +0, cache i +10+i, etcd cluster k +20+2k (client) and
+// +21+2k (peer), metrics of the proxy +90 and of cache i +91+i. Base 0
+// lets the kernel choose every port.
+type devLayout struct {
+	base int
+}
+
+func (l devLayout) port(offset int) int {
+	if l.base == 0 {
+		return 0
+	}
+	return l.base + offset
+}
+
+func (l devLayout) addr(offset int) string { return fmt.Sprintf("127.0.0.1:%d", l.port(offset)) }
+
+func (l devLayout) proxy() string             { return l.addr(0) }
+func (l devLayout) cache(i int) string        { return l.addr(10 + i) }
+func (l devLayout) proxyMetrics() string      { return l.addr(90) }
+func (l devLayout) cacheMetrics(i int) string { return l.addr(91 + i) }
+
+func (l devLayout) etcd(k int) []int {
+	if l.base == 0 {
+		return nil
+	}
+	return []int{l.port(20 + 2*k), l.port(21 + 2*k)}
+}
+
+func newDevCommand(a *app) *cobra.Command {
+	var f devFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a whole Confetti cluster in this process, on embedded etcd",
+		Long: `Run a whole Confetti cluster in this process: embedded etcd clusters for
+meta and three shards (shard-a, shard-b, shard-c), a shard proxy and cache
+nodes, on fixed loopback ports counted from --base-port. It creates the
+tenant "demo" with a couple of keys, writes the client config file so that
+the client verbs find the cluster, and prints every endpoint. Data is kept
+in --data-dir, so a restart finds it again. Ctrl-C stops everything.`,
+		Example: `  confetti dev
+  confetti dev --data-dir /tmp/confetti --base-port 17700 --cache-nodes 3`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.runDev(cmd.Context(), f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.dataDir, "data-dir", "./.confetti-dev", "directory that keeps the etcd data across restarts")
+	fs.IntVar(&f.basePort, "base-port", 7700, "first port: proxy +0, caches +10.., etcd +20..+27, metrics +90..; 0 lets the kernel choose every port")
+	fs.IntVar(&f.cacheNodes, "cache-nodes", 2, "number of cache nodes (1 to 9)")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve /debug/pprof/ on every metrics address")
+	return cmd
+}
+
+// devStack runs cleanups in reverse order of registration, once.
+type devStack struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+func (s *devStack) push(fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fns = append(s.fns, fn)
+}
+
+func (s *devStack) unwind() {
+	s.mu.Lock()
+	fns := s.fns
+	s.fns = nil
+	s.mu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+}
+
+func (a *app) runDev(ctx context.Context, f devFlags) error {
+	if f.cacheNodes < 1 || f.cacheNodes > 9 {
+		return fmt.Errorf("--cache-nodes must be between 1 and 9, not %d", f.cacheNodes)
+	}
+	if f.basePort < 0 || f.basePort+99 > 65535 {
+		return fmt.Errorf("--base-port %d leaves no room for the 100 ports dev uses", f.basePort)
+	}
+	lg, err := newLogger(a.errOut, f.logLevel, true)
+	if err != nil {
+		return err
+	}
+	defer lg.Sync()
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dataDir, "etcd"), 0o700); err != nil {
+		return err
+	}
+	layout := devLayout{base: f.basePort}
+	var stack devStack
+	defer stack.unwind()
+
+	clusters, err := startDevClusters(ctx, lg, dataDir, layout, &stack)
+	if err != nil {
+		return err
+	}
+	metaCluster := clusters[0]
+	metaCli, err := metaCluster.Client()
+	if err != nil {
+		return err
+	}
+	stack.push(func() { metaCli.Close() })
+	store, err := meta.New(metaCli, meta.Config{Logger: lg.Named("meta")})
+	if err != nil {
+		return err
+	}
+	stack.push(store.Close)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := store.WaitReady(wctx); err != nil {
+		return err
+	}
+	for k, name := range devClusters[1:] {
+		_, err := store.AddShard(ctx, meta.Shard{ID: name, Endpoints: clusters[k+1].Endpoints()})
+		if errors.Is(err, meta.ErrShardExists) {
+			return fmt.Errorf("%w; %s was created with another --base-port: use that one, or remove the directory", err, dataDir)
+		}
+		if err != nil {
+			return err
+		}
+	}
+
+	var servers []*serve.Server
+	stopServer := func(s *serve.Server) func() {
+		return func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.Stop(sctx); err != nil {
+				lg.Warn("stop", zap.Error(err))
+			}
+		}
+	}
+
+	proxyClients := meta.NewClients(store, nil)
+	stack.push(proxyClients.Close)
+	proxyReg := newRegistry()
+	proxy, err := shardproxy.New(store, proxyClients, shardproxy.Config{Logger: lg.Named("proxy"), Registerer: proxyReg})
+	if err != nil {
+		return err
+	}
+	proxySrv, err := serve.New(serve.Options{
+		ListenAddr:  layout.proxy(),
+		MetricsAddr: layout.proxyMetrics(),
+		EnablePprof: f.enablePprof,
+		Registry:    proxyReg,
+		Logger:      lg.Named("proxy-serve"),
+	})
+	if err != nil {
+		return err
+	}
+	proxy.Register(proxySrv.GRPC())
+	proxyAddrs, err := proxySrv.Start()
+	stack.push(stopServer(proxySrv))
+	if err != nil {
+		return err
+	}
+	servers = append(servers, proxySrv)
+
+	caches := make([]*cache.Cache, f.cacheNodes)
+	cacheAddrs := make([]serve.Addrs, f.cacheNodes)
+	for i := range caches {
+		clients := meta.NewClients(store, nil)
+		stack.push(clients.Close)
+		reg := newRegistry()
+		c, err := cache.New(store, clients, cache.Config{
+			Logger:     lg.Named(fmt.Sprintf("cache-%d", i)),
+			NodeName:   fmt.Sprintf("dev-cache-%d", i),
+			Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+		srv, err := serve.New(serve.Options{
+			ListenAddr:  layout.cache(i),
+			MetricsAddr: layout.cacheMetrics(i),
+			EnablePprof: f.enablePprof,
+			Registry:    reg,
+			Logger:      lg.Named(fmt.Sprintf("cache-%d-serve", i)),
+			Ready:       cacheReady(c),
+			Drain:       c.Close,
+		})
+		if err != nil {
+			c.Close()
+			return err
+		}
+		c.Register(srv.GRPC())
+		cacheAddrs[i], err = srv.Start()
+		stack.push(stopServer(srv))
+		if err != nil {
+			return err
+		}
+		caches[i] = c
+		servers = append(servers, srv)
+	}
+
+	if err := a.devDemo(ctx, proxyAddrs.GRPC); err != nil {
+		return fmt.Errorf("demo tenant: %s", errorMessage(err))
+	}
+	if err := waitCachesReady(ctx, caches); err != nil {
+		return err
+	}
+
+	configPath, err := a.writeDevClientConfig(proxyAddrs, cacheAddrs)
+	if err != nil {
+		return err
+	}
+	a.printDevBanner(dataDir, clusters, proxyAddrs, cacheAddrs, configPath)
+
+	failed := make(chan error, len(servers))
+	done := make(chan struct{})
+	defer close(done)
+	for _, s := range servers {
+		go func() {
+			select {
+			case err := <-s.Err():
+				failed <- err
+			case <-done:
+			}
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-failed:
+	}
+	fmt.Fprintln(a.out, "shutting down...")
+	stack.unwind()
+	fmt.Fprintln(a.out, "confetti dev stopped")
+	return runErr
+}
+
+// startDevClusters starts the meta and shard clusters in parallel, with
+// their data under dataDir/etcd/<name>, and registers their Close on
+// stack (shards stop before meta).
+func startDevClusters(ctx context.Context, lg *zap.Logger, dataDir string, layout devLayout, stack *devStack) ([]*embedetcd.Cluster, error) {
+	etcdLog := lg.Named("etcd")
+	if !lg.Core().Enabled(zap.DebugLevel) {
+		// etcd logs its own shutdown as errors; below debug, show only
+		// errors while it runs and nothing once it is stopping.
+		level := zap.NewAtomicLevelAt(zap.ErrorLevel)
+		etcdLog = etcdLog.WithOptions(zap.IncreaseLevel(level))
+		defer stack.push(func() { level.SetLevel(zap.FatalLevel) })
+	}
+	clusters := make([]*embedetcd.Cluster, len(devClusters))
+	errs := make([]error, len(devClusters))
+	var wg sync.WaitGroup
+	for k, name := range devClusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			clusters[k], errs[k] = embedetcd.Start(ctx, embedetcd.Config{
+				Name:    name,
+				DataDir: filepath.Join(dataDir, "etcd", name),
+				Ports:   layout.etcd(k),
+				Logger:  etcdLog,
+			})
+		}()
+	}
+	wg.Wait()
+	for _, c := range clusters {
+		if c != nil {
+			stack.push(func() { c.Close() })
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w (is another 'confetti dev' running? try --base-port)", err)
+	}
+	return clusters, nil
+}
+
+// devDemo creates the demo tenant and its keys through the proxy. Both
+// steps keep what a previous run left: an existing tenant is fine, and a
+// key is written only if it does not exist.
+func (a *app) devDemo(ctx context.Context, proxyAddr string) error {
+	cc, err := a.dial(ctx, "shard proxy", "endpoints", []string{proxyAddr})
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := pb.NewTenantsClient(cc).CreateTenant(ctx, &pb.CreateTenantRequest{Name: devTenant}); err != nil && status.Code(err) != codes.AlreadyExists {
+		return err
+	}
+	kv := pb.NewKVClient(cc)
+	for _, d := range devDemo {
+		_, err := kv.Put(ctx, &pb.PutRequest{Tenant: devTenant, Key: d.key, Value: []byte(d.value), ExpectedModRevision: proto.Int64(0)})
+		if err != nil && status.Code(err) != codes.FailedPrecondition {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitCachesReady waits until every cache node has synced every shard.
+func waitCachesReady(ctx context.Context, caches []*cache.Cache) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ready := true
+		for _, c := range caches {
+			ready = ready && c.Ready()
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("cache nodes not synced: %w", ctx.Err())
+		}
+	}
+}
+
+// writeDevClientConfig points the client config file at this cluster,
+// keeping the file's other settings.
+func (a *app) writeDevClientConfig(proxy serve.Addrs, caches []serve.Addrs) (string, error) {
+	path, err := clientconfig.Resolve(a.clientConfig)
+	if err != nil {
+		return "", err
+	}
+	cfg, err := clientconfig.Load(path)
+	if err != nil {
+		return "", fmt.Errorf("%w (fix or remove it, or pass --client-config)", err)
+	}
+	cfg.Endpoints = []string{proxy.GRPC}
+	cfg.CacheEndpoints = nil
+	for _, c := range caches {
+		cfg.CacheEndpoints = append(cfg.CacheEndpoints, c.GRPC)
+	}
+	if err := clientconfig.Save(path, cfg); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, proxy serve.Addrs, caches []serve.Addrs, configPath string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nconfetti dev: a whole cluster in this process, data in %s\n\n", dataDir)
+	row := func(name, addr, note string) {
+		fmt.Fprintf(&b, "  %-15s %-28s %s\n", name, addr, note)
+	}
+	for k, name := range devClusters {
+		note := "etcd shard"
+		if k == 0 {
+			note = "etcd meta: shard registry and placement"
+		}
+		row("etcd "+name, strings.Join(clusters[k].Endpoints(), ","), note)
+	}
+	row("shard proxy", proxy.GRPC, "gRPC: Tenants, Shards, KV, Leases, Releases")
+	for i, c := range caches {
+		row(fmt.Sprintf("cache %d", i), c.GRPC, "gRPC: Cache (Subscribe, Range, Status)")
+	}
+	row("proxy metrics", "http://"+proxy.Metrics, "/metrics /healthz /readyz")
+	for i, c := range caches {
+		row(fmt.Sprintf("cache %d metrics", i), "http://"+c.Metrics, "/metrics /healthz /readyz")
+	}
+	fmt.Fprintf(&b, "\n  client config   %s\n", configPath)
+	fmt.Fprintf(&b, "\nTenant %q holds", devTenant)
+	for i, d := range devDemo {
+		if i > 0 {
+			b.WriteString(" and")
+		}
+		fmt.Fprintf(&b, " %s", d.key)
+	}
+	b.WriteString(". Try, in another terminal:\n\n")
+	for _, c := range []string{
+		"confetti tenant create acme",
+		`confetti kv put --tenant acme /routes/1 '{"uri":"/hello"}'`,
+		"confetti kv watch --tenant acme /routes/ --count 1",
+		"confetti kv get --tenant acme /routes/ --prefix",
+		"confetti tenant list",
+	} {
+		fmt.Fprintf(&b, "  %s\n", c)
+	}
+	b.WriteString("\nCtrl-C stops everything; the data stays for the next start.\n")
+	b.WriteString(readyLine + "\n")
+	fmt.Fprint(a.out, b.String())
+}

@@ -1,0 +1,429 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/confetti-io/confetti/api/confettipb"
+)
+
+// kvSpace is the tenant namespace of plain keys; subscriptions name it,
+// and the CLI shows keys without it.
+const kvSpace = "kv/"
+
+// cliIdentity is the identity kv watch subscribes with. Resume tokens are
+// bound to an identity, so it is the same for every invocation: a token
+// printed by one watch resumes in the next.
+var cliIdentity = &pb.Identity{InstanceId: "confetti-cli"}
+
+func newKVCommand(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kv",
+		Short: "Read, write, delete and watch a tenant's keys",
+		Long: `Read, write, delete and watch a tenant's keys. Keys are relative to the
+tenant's KV space; the proxy keeps every tenant inside its own.`,
+		Annotations: map[string]string{clientAnnotation: ""},
+	}
+	cmd.AddCommand(newKVPutCommand(a), newKVGetCommand(a), newKVDelCommand(a), newKVWatchCommand(a))
+	return cmd
+}
+
+func tenantFlag(cmd *cobra.Command, tenant *string) {
+	cmd.Flags().StringVar(tenant, "tenant", "", "tenant whose keys to use (required)")
+	cmd.MarkFlagRequired("tenant")
+}
+
+func newKVPutCommand(a *app) *cobra.Command {
+	var (
+		tenant   string
+		ttl      int64
+		expected int64
+	)
+	cmd := &cobra.Command{
+		Use:   "put --tenant T KEY VALUE",
+		Short: "Write a key",
+		Example: `  confetti kv put --tenant acme /routes/1 '{"uri":"/hello"}'
+  confetti kv put --tenant acme /routes/1 '{"uri":"/hi"}' --expect-mod-revision 12
+  confetti kv put --tenant acme /locks/leader node-1 --ttl 30`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &pb.PutRequest{Tenant: tenant, Key: args[0], Value: []byte(args[1]), Ttl: ttl}
+			if cmd.Flags().Changed("expect-mod-revision") {
+				req.ExpectedModRevision = proto.Int64(expected)
+			}
+			return a.withProxy(cmd.Context(), func(ctx context.Context, c proxyClients) error {
+				resp, err := c.kv.Put(ctx, req)
+				if err != nil {
+					return err
+				}
+				p := a.printer()
+				if p.json {
+					return p.message(resp)
+				}
+				if resp.Lease != 0 {
+					return p.line("OK rev=%d lease=%d", resp.GetHeader().GetRevision(), resp.Lease)
+				}
+				return p.line("OK rev=%d", resp.GetHeader().GetRevision())
+			})
+		},
+	}
+	tenantFlag(cmd, &tenant)
+	cmd.Flags().Int64Var(&ttl, "ttl", 0, "seconds until the key expires (0: never)")
+	cmd.Flags().Int64Var(&expected, "expect-mod-revision", 0, "write only if the key's mod revision is N (0: only if it does not exist)")
+	return cmd
+}
+
+func newKVGetCommand(a *app) *cobra.Command {
+	var (
+		tenant   string
+		prefix   bool
+		limit    int64
+		keysOnly bool
+	)
+	cmd := &cobra.Command{
+		Use:   "get --tenant T KEY",
+		Short: "Read a key, or every key under a prefix",
+		Long: `Read a key, or with --prefix every key starting with KEY (an empty KEY
+with --prefix reads the tenant's whole KV space). Simple output is one
+'key value' line per key; -w json adds revisions.`,
+		Example: `  confetti kv get --tenant acme /routes/1
+  confetti kv get --tenant acme /routes/ --prefix
+  confetti kv get --tenant acme "" --prefix --keys-only`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withProxy(cmd.Context(), func(ctx context.Context, c proxyClients) error {
+				resp, err := getAll(ctx, c.kv, &pb.RangeRequest{
+					Tenant:   tenant,
+					Key:      args[0],
+					Prefix:   prefix,
+					Limit:    limit,
+					KeysOnly: keysOnly,
+				})
+				if err != nil {
+					return err
+				}
+				p := a.printer()
+				if p.json {
+					return p.message(resp)
+				}
+				for _, kv := range resp.Kvs {
+					if keysOnly {
+						err = p.line("%s", kv.Key)
+					} else {
+						err = p.line("%s %s", kv.Key, printable(kv.Value))
+					}
+					if err != nil {
+						return err
+					}
+				}
+				if resp.More {
+					fmt.Fprintf(a.errOut, "(%d of %d keys shown; raise --limit for more)\n", len(resp.Kvs), resp.Count)
+				}
+				return nil
+			})
+		},
+	}
+	tenantFlag(cmd, &tenant)
+	cmd.Flags().BoolVar(&prefix, "prefix", false, "read every key starting with KEY")
+	cmd.Flags().Int64Var(&limit, "limit", 0, "read at most N keys (0: all)")
+	cmd.Flags().BoolVar(&keysOnly, "keys-only", false, "print keys without values")
+	return cmd
+}
+
+// getAll runs a Range; without a limit it follows the proxy's pages at the
+// first page's revision, so the result is one consistent snapshot.
+func getAll(ctx context.Context, kv pb.KVClient, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	resp, err := kv.Range(ctx, req)
+	if err != nil || req.Limit != 0 || !resp.More || len(resp.Kvs) == 0 {
+		return resp, err
+	}
+	next := proto.Clone(req).(*pb.RangeRequest)
+	next.Revision = resp.GetHeader().GetRevision()
+	if req.Prefix {
+		next.Prefix = false
+		next.RangeEnd = clientv3.GetPrefixRangeEnd(req.Key)
+		if req.Key == "" {
+			next.RangeEnd = "\x00"
+		}
+	}
+	for resp.More {
+		next.Key = resp.Kvs[len(resp.Kvs)-1].Key + "\x00"
+		page, err := kv.Range(ctx, next)
+		if err != nil {
+			return nil, err
+		}
+		resp.Kvs = append(resp.Kvs, page.Kvs...)
+		resp.More = page.More && len(page.Kvs) > 0
+	}
+	return resp, nil
+}
+
+func newKVDelCommand(a *app) *cobra.Command {
+	var (
+		tenant string
+		prefix bool
+	)
+	cmd := &cobra.Command{
+		Use:     "del --tenant T KEY",
+		Aliases: []string{"delete"},
+		Short:   "Delete a key, or every key under a prefix, and print how many",
+		Example: `  confetti kv del --tenant acme /routes/1
+  confetti kv del --tenant acme /routes/ --prefix`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withProxy(cmd.Context(), func(ctx context.Context, c proxyClients) error {
+				resp, err := c.kv.DeleteRange(ctx, &pb.DeleteRangeRequest{Tenant: tenant, Key: args[0], Prefix: prefix})
+				if err != nil {
+					return err
+				}
+				p := a.printer()
+				if p.json {
+					return p.message(resp)
+				}
+				return p.line("%d", resp.Deleted)
+			})
+		},
+	}
+	tenantFlag(cmd, &tenant)
+	cmd.Flags().BoolVar(&prefix, "prefix", false, "delete every key starting with KEY")
+	return cmd
+}
+
+func newKVWatchCommand(a *app) *cobra.Command {
+	w := &watcher{}
+	cmd := &cobra.Command{
+		Use:   "watch --tenant T PREFIX",
+		Short: "Print the keys under a prefix, then every change, through a cache node",
+		Long: `Subscribe to a prefix of the tenant's KV space through a cache node. The
+first lines are the current state (key value rev=R token=T), then one line
+per change (PUT key value rev=R token=T, DELETE key rev=R token=T). Pass a
+printed token to --from to see only what came after it; when the cache's
+history no longer reaches that far, the current state is printed again. If
+the cache node fails, the watch resumes on the next --cache-endpoints entry
+from its last token.`,
+		Example: `  confetti kv watch --tenant acme /routes/
+  confetti kv watch --tenant acme /routes/ --count 1
+  confetti kv watch --tenant acme /routes/ --from <token>`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w.a = a
+			w.prefix = kvSpace + args[0]
+			w.p = a.printer()
+			return w.run(cmd.Context())
+		},
+	}
+	tenantFlag(cmd, &w.tenant)
+	cmd.Flags().StringVar(&w.token, "from", "", "resume after this token (printed by an earlier watch)")
+	cmd.Flags().IntVar(&w.count, "count", 0, "exit after N lines, or N JSON objects with -w json (0: run until interrupted)")
+	return cmd
+}
+
+// errCountReached ends a watch that printed --count lines.
+var errCountReached = errors.New("count reached")
+
+// watcher is one kv watch: a subscription that fails over between cache
+// nodes, resuming from the last token it saw.
+type watcher struct {
+	a      *app
+	p      *printer
+	tenant string
+	prefix string
+	// token is the last token received (or --from); a new stream resumes
+	// from it.
+	token   string
+	count   int
+	printed int
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	eps := w.a.cacheEndpoints
+	if len(eps) == 0 {
+		return errors.New("no cache node endpoints configured (set --cache-endpoints)")
+	}
+	backoff := 100 * time.Millisecond
+	failures := 0
+	for i := 0; ; i = (i + 1) % len(eps) {
+		progressed, err := w.stream(ctx, eps[i])
+		if errors.Is(err, errCountReached) || ctx.Err() != nil {
+			return nil
+		}
+		if !retryable(err) {
+			return err
+		}
+		if progressed {
+			failures, backoff = 0, 100*time.Millisecond
+		} else {
+			failures++
+		}
+		if failures >= len(eps) {
+			return fmt.Errorf("no cache node answered (%s): %s", strings.Join(eps, ","), errorMessage(err))
+		}
+		next, verb := eps[(i+1)%len(eps)], "trying"
+		if w.token != "" {
+			verb = "resuming from the last token on"
+		}
+		reason := errorMessage(err)
+		if errors.Is(err, io.EOF) {
+			reason = "the node ended the stream"
+		}
+		fmt.Fprintf(w.a.errOut, "watch: cache %s: %s; %s %s\n", eps[i], reason, verb, next)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// retryable reports whether another cache node may serve the watch: the
+// node went away or failed, as opposed to refusing the request itself.
+func retryable(err error) bool {
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.PermissionDenied, codes.Unauthenticated,
+		codes.FailedPrecondition, codes.Unimplemented, codes.OutOfRange, codes.AlreadyExists:
+		return false
+	}
+	return true
+}
+
+// stream runs one subscription on one cache node until it fails or the
+// count is reached. progressed reports whether the node sent anything.
+func (w *watcher) stream(ctx context.Context, endpoint string) (progressed bool, err error) {
+	cc, err := w.a.dial(ctx, "cache node", "cache-endpoints", []string{endpoint})
+	if err != nil {
+		return false, status.Error(codes.Unavailable, err.Error())
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := pb.NewCacheClient(cc).Subscribe(ctx)
+	if err != nil {
+		return false, err
+	}
+	start := &pb.Start{Tenant: w.tenant, Prefixes: []string{w.prefix}, Identity: cliIdentity, Token: w.token}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Start{Start: start}}); err != nil {
+		_, err = stream.Recv()
+		return false, err
+	}
+	var reset []*pb.KeyValue
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return progressed, err
+		}
+		progressed = true
+		switch m := msg.Response.(type) {
+		case *pb.SubscribeResponse_Reset_:
+			if m.Reset_.Chunk == 0 {
+				reset = reset[:0]
+			}
+			reset = append(reset, m.Reset_.Kvs...)
+			if !m.Reset_.Last {
+				continue
+			}
+			w.token = m.Reset_.Token
+			if err := w.printReset(reset, m.Reset_.Token); err != nil {
+				return progressed, err
+			}
+			reset = nil
+		case *pb.SubscribeResponse_Events:
+			w.token = m.Events.Token
+			if err := w.printEvents(m.Events); err != nil {
+				return progressed, err
+			}
+		case *pb.SubscribeResponse_Progress:
+			w.token = m.Progress.Token
+		}
+	}
+}
+
+// done counts one printed line and returns errCountReached when the
+// watch has printed --count lines.
+func (w *watcher) done() error {
+	w.printed++
+	if w.count > 0 && w.printed >= w.count {
+		return errCountReached
+	}
+	return nil
+}
+
+func stripKV(kv *pb.KeyValue) *pb.KeyValue {
+	if kv == nil {
+		return nil
+	}
+	kv = proto.Clone(kv).(*pb.KeyValue)
+	kv.Key = strings.TrimPrefix(kv.Key, kvSpace)
+	return kv
+}
+
+func (w *watcher) printReset(kvs []*pb.KeyValue, token string) error {
+	if w.p.json {
+		out := &pb.Reset{Last: true, Token: token}
+		for _, kv := range kvs {
+			out.Kvs = append(out.Kvs, stripKV(kv))
+		}
+		if err := w.p.message(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Reset_{Reset_: out}}); err != nil {
+			return err
+		}
+		return w.done()
+	}
+	for _, kv := range kvs {
+		kv = stripKV(kv)
+		if err := w.p.line("%s %s rev=%d token=%s", kv.Key, printable(kv.Value), kv.ModRevision, token); err != nil {
+			return err
+		}
+		if err := w.done(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *watcher) printEvents(evs *pb.Events) error {
+	if w.p.json {
+		out := &pb.Events{Token: evs.Token}
+		for _, txn := range evs.Txns {
+			t := &pb.Txn{Revision: txn.Revision}
+			for _, ev := range txn.Events {
+				t.Events = append(t.Events, &pb.Event{Type: ev.Type, Kv: stripKV(ev.Kv), PrevKv: stripKV(ev.PrevKv)})
+			}
+			out.Txns = append(out.Txns, t)
+		}
+		if err := w.p.message(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Events{Events: out}}); err != nil {
+			return err
+		}
+		return w.done()
+	}
+	for _, txn := range evs.Txns {
+		for _, ev := range txn.Events {
+			kv := stripKV(ev.Kv)
+			var err error
+			if ev.Type == pb.Event_DELETE {
+				err = w.p.line("DELETE %s rev=%d token=%s", kv.GetKey(), txn.Revision, evs.Token)
+			} else {
+				err = w.p.line("PUT %s %s rev=%d token=%s", kv.GetKey(), printable(kv.GetValue()), txn.Revision, evs.Token)
+			}
+			if err != nil {
+				return err
+			}
+			if err := w.done(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// printer writes results either as simple text lines or, with -w json, as
+// protojson, one object per line.
+type printer struct {
+	w    io.Writer
+	json bool
+}
+
+func (a *app) printer() *printer {
+	return &printer{w: a.out, json: a.writeOut == "json"}
+}
+
+// message prints m as one line of JSON.
+func (p *printer) message(m proto.Message) error {
+	b, err := protojson.MarshalOptions{UseProtoNames: false}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	_, err = p.w.Write(b)
+	return err
+}
+
+// line prints one line of simple output.
+func (p *printer) line(format string, args ...any) error {
+	_, err := fmt.Fprintf(p.w, format+"\n", args...)
+	return err
+}
+
+// printable shows a value as text, quoting it when it holds bytes that
+// would garble a terminal or a line-oriented reader.
+func printable(b []byte) string {
+	s := string(b)
+	for _, r := range s {
+		if r == '\n' || r == '\r' || r == '\uFFFD' || (r < 0x20 && r != '\t') {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// errorMessage is what the user sees after "Error: ": the message of a
+// gRPC status, else the error's text.
+func errorMessage(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus().Message()
+	}
+	return strings.TrimSpace(err.Error())
+}

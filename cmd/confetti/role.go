@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/confetti-io/confetti/internal/meta"
+	"github.com/confetti-io/confetti/internal/serve"
+)
+
+const defaultMetaEndpoint = "http://127.0.0.1:7720"
+
+// roleFlags are the flags every server role has.
+type roleFlags struct {
+	metaEndpoints   []string
+	listenAddr      string
+	metricsAddr     string
+	enablePprof     bool
+	logLevel        string
+	configFile      string
+	shutdownTimeout time.Duration
+}
+
+func (f *roleFlags) register(fs *pflag.FlagSet, listen, metrics string) {
+	fs.StringSliceVar(&f.metaEndpoints, "meta-endpoints", []string{defaultMetaEndpoint}, "client URLs of the meta etcd cluster, comma separated")
+	fs.StringVar(&f.listenAddr, "listen-addr", listen, "gRPC listen address, host:port")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", metrics, "HTTP address for /metrics, /healthz and /readyz; empty disables it")
+	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve /debug/pprof/ on --metrics-addr")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.configFile, "config-file", "", "YAML file whose keys are this command's flag names (flags and CONFETTI_* variables win over it)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may wait for running requests")
+}
+
+// roleParts is what a server role plugs into runRole.
+type roleParts struct {
+	register func(*grpc.Server)
+	// ready returns nil when the role can serve, else why not.
+	ready func() error
+	// drain, if set, ends the role's streams during a graceful stop.
+	drain func()
+}
+
+// newRegistry returns a metrics registry holding the Go and process
+// collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// runRole runs a server role against real etcd clusters until ctx ends:
+// a meta client, store and shard clients, the role built by build, and
+// its gRPC and metrics servers; then it stops them in reverse order.
+func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry) (roleParts, error)) error {
+	lg, err := newLogger(a.errOut, f.logLevel, false)
+	if err != nil {
+		return err
+	}
+	defer lg.Sync()
+	lg = lg.With(zap.String("role", name))
+
+	metaCli, err := clientv3.New(clientv3.Config{
+		Endpoints:            f.metaEndpoints,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               lg.Named("meta-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+	})
+	if err != nil {
+		return fmt.Errorf("meta etcd %v: %w", f.metaEndpoints, err)
+	}
+	defer metaCli.Close()
+	store, err := meta.New(metaCli, meta.Config{Logger: lg.Named("meta")})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	clients := meta.NewClients(store, nil)
+	defer clients.Close()
+
+	reg := newRegistry()
+	var parts roleParts
+	srv, err := serve.New(serve.Options{
+		ListenAddr:  f.listenAddr,
+		MetricsAddr: f.metricsAddr,
+		EnablePprof: f.enablePprof,
+		Registry:    reg,
+		Logger:      lg.Named("serve"),
+		Ready: func() error {
+			if !store.Ready() {
+				return fmt.Errorf("meta not loaded yet from %v", f.metaEndpoints)
+			}
+			return parts.ready()
+		},
+		Drain: func() {
+			if parts.drain != nil {
+				parts.drain()
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	parts, err = build(lg, store, clients, reg)
+	if err != nil {
+		srv.Stop(context.Background())
+		return err
+	}
+	parts.register(srv.GRPC())
+	addrs, err := srv.Start()
+	if err != nil {
+		srv.Stop(context.Background())
+		return err
+	}
+	lg.Info("serving", zap.String("grpc-addr", addrs.GRPC), zap.String("metrics-addr", addrs.Metrics), zap.Strings("meta-endpoints", f.metaEndpoints))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		lg.Info("shutting down")
+	case runErr = <-srv.Err():
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Stop(stopCtx); err != nil {
+		lg.Warn("stop", zap.Error(err))
+	}
+	return runErr
+}
+
+var errNotSynced = errors.New("cache: shards not synced yet")
