@@ -7,8 +7,10 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 
 	"github.com/confetti-io/confetti/api/confettipb"
@@ -44,6 +46,24 @@ type Config struct {
 	// EventsBatchBytes bounds an Events message (a larger single
 	// transaction is still sent whole); zero means 1 MiB.
 	EventsBatchBytes int
+	// SubscriberQueue bounds the encoded messages waiting for one
+	// subscriber; when it is full the subscriber is marked lagging and
+	// catches up from history (or by a Reset) without delaying others.
+	// Zero means 256.
+	SubscriberQueue int
+	// ResetCacheEntries bounds how many encoded Resets (one per tenant,
+	// prefixes, view and revision) the node keeps for reconnect storms;
+	// zero means 64.
+	ResetCacheEntries int
+	// ResetCacheMaxBytes is the largest encoded Reset the cache keeps;
+	// zero means 16 MiB.
+	ResetCacheMaxBytes int
+	// MaxSubscriptionsPerTenant bounds one tenant's open subscriptions on
+	// this node; zero means 100000.
+	MaxSubscriptionsPerTenant int
+	// MaxSubscriptionsPerConn bounds the subscriptions multiplexed over one
+	// client connection; zero means 20000.
+	MaxSubscriptionsPerConn int
 	// SyncWait bounds how long a request waits for a shard to be loaded or
 	// to reach a revision; zero means 10 seconds.
 	SyncWait time.Duration
@@ -74,6 +94,21 @@ func (c *Config) setDefaults() error {
 	if c.EventsBatchBytes == 0 {
 		c.EventsBatchBytes = 1 << 20
 	}
+	if c.SubscriberQueue == 0 {
+		c.SubscriberQueue = 256
+	}
+	if c.ResetCacheEntries == 0 {
+		c.ResetCacheEntries = 64
+	}
+	if c.ResetCacheMaxBytes == 0 {
+		c.ResetCacheMaxBytes = 16 << 20
+	}
+	if c.MaxSubscriptionsPerTenant == 0 {
+		c.MaxSubscriptionsPerTenant = 100000
+	}
+	if c.MaxSubscriptionsPerConn == 0 {
+		c.MaxSubscriptionsPerConn = 20000
+	}
 	if c.SyncWait == 0 {
 		c.SyncWait = 10 * time.Second
 	}
@@ -82,7 +117,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: history bounds must not be negative", ErrBadRequest)
 	case c.ProgressInterval < 0 || c.ProgressInterval > 10*time.Second:
 		return fmt.Errorf("%w: progress interval %s must be in (0, 10s]", ErrBadRequest, c.ProgressInterval)
-	case c.ResetChunkBytes < 0 || c.EventsBatchBytes < 0 || c.SyncWait < 0 || c.StallTimeout < 0:
+	case c.ResetChunkBytes < 0 || c.EventsBatchBytes < 0 || c.SyncWait < 0 || c.StallTimeout < 0 || c.SubscriberQueue < 0 || c.ResetCacheEntries < 0 || c.ResetCacheMaxBytes < 0 ||
+		c.MaxSubscriptionsPerTenant < 0 || c.MaxSubscriptionsPerConn < 0:
 		return fmt.Errorf("%w: sizes and durations must not be negative", ErrBadRequest)
 	}
 	return nil
@@ -98,15 +134,21 @@ type Cache struct {
 	clients *meta.Clients
 	metrics *metrics
 
+	resetCache  *lru.Cache[string, []encodedChunk]
+	resetFlight singleflight.Group
+
 	mu     sync.RWMutex
 	shards map[string]*shardState
-	tokens *tokenCodec
-	ready  chan struct{} // closed once the token key is loaded
-	closed bool
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	subsWG sync.WaitGroup
+	// Open subscriptions per tenant and per client connection.
+	perTenant map[string]int
+	perConn   map[string]int
+	tokens    *tokenCodec
+	ready     chan struct{} // closed once the token key is loaded
+	closed    bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	subsWG    sync.WaitGroup
 }
 
 // New starts a cache node that follows store's registry, sourcing every
@@ -118,17 +160,24 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Cache, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	resets, err := lru.New[string, []encodedChunk](cfg.ResetCacheEntries)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cache{
-		cfg:     cfg,
-		lg:      cfg.Logger,
-		store:   store,
-		clients: clients,
-		metrics: newMetrics(cfg.Registerer),
-		shards:  map[string]*shardState{},
-		ready:   make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
+		resetCache: resets,
+		cfg:        cfg,
+		lg:         cfg.Logger,
+		store:      store,
+		clients:    clients,
+		metrics:    newMetrics(cfg.Registerer),
+		shards:     map[string]*shardState{},
+		perTenant:  map[string]int{},
+		perConn:    map[string]int{},
+		ready:      make(chan struct{}),
+		ctx:        ctx,
+		cancel:     cancel,
 	}
 	c.wg.Add(1)
 	go c.run()
@@ -270,4 +319,29 @@ func (c *Cache) waitSynced(ctx context.Context, shard string, rev int64) (*shard
 			return nil, fmt.Errorf("%w: shard %s is not loaded on this node yet; retry shortly", ErrNotSynced, shard)
 		}
 	}
+}
+
+// admit counts a new subscription of tenant over conn against the limits;
+// the returned func releases it.
+func (c *Cache) admit(tenant, conn string) (func(), error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.perTenant[tenant]; n >= c.cfg.MaxSubscriptionsPerTenant {
+		return nil, fmt.Errorf("%w: tenant %q has %d subscriptions on this node, the limit; spread its gateways over more cache nodes or raise --max-subscriptions-per-tenant", ErrTooManySubscriptions, tenant, n)
+	}
+	if n := c.perConn[conn]; n >= c.cfg.MaxSubscriptionsPerConn {
+		return nil, fmt.Errorf("%w: connection %s carries %d subscriptions, the limit; open more connections or raise --max-subscriptions-per-conn", ErrTooManySubscriptions, conn, n)
+	}
+	c.perTenant[tenant]++
+	c.perConn[conn]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.perTenant[tenant]--; c.perTenant[tenant] == 0 {
+			delete(c.perTenant, tenant)
+		}
+		if c.perConn[conn]--; c.perConn[conn] == 0 {
+			delete(c.perConn, conn)
+		}
+	}, nil
 }

@@ -427,16 +427,27 @@ func TestLargeResetComesInChunksAppliedAtOnce(t *testing.T) {
 	}
 }
 
-func TestIdleSubscriberGetsProgressBookmarks(t *testing.T) {
+func TestIdleSubscriberKeepsUpThroughBookmarksAndCompaction(t *testing.T) {
 	f := newFixture(t, 1, "idle", "busy")
-	n := startNode(t, f.tc, "node", Config{ProgressInterval: 50 * time.Millisecond})
+	busy := f.shardOf(t, "busy")
+	cfg := Config{ProgressInterval: 50 * time.Millisecond, HistoryMaxEvents: 20}
+	n := startNode(t, f.tc, "node", cfg)
 	sub := subscribe(t, n, "idle", nil, "")
 	testcluster.WaitFor(t, "reset", func() bool { _, tok, _, _ := sub.snapshot(); return tok != "" })
 	_, first, _, _ := sub.snapshot()
-	put(t, f.shardOf(t, "busy"), "busy", "kv/x", "1")
-	testcluster.WaitFor(t, "a bookmark past the other tenant's write", func() bool {
+	// The other tenant writes far past the history bound, and etcd
+	// compacts, while the idle tenant's subscriber only gets bookmarks.
+	var last int64
+	for i := 0; i < 100; i++ {
+		last = put(t, busy, "busy", fmt.Sprintf("kv/x%d", i%5), fmt.Sprint(i))
+	}
+	if _, err := busy.Compact(context.Background(), last); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.WaitFor(t, "a bookmark past the other tenant's writes", func() bool {
 		_, tok, _, _ := sub.snapshot()
-		return tok != first
+		rev, err := TokenRevision(tok)
+		return err == nil && rev >= last
 	})
 	codec := n.c.codec()
 	a, _ := codec.decode(first)
@@ -448,6 +459,22 @@ func TestIdleSubscriberGetsProgressBookmarks(t *testing.T) {
 	state, _, _, _ := sub.snapshot()
 	if len(state) != 0 {
 		t.Fatalf("idle tenant received %v", state)
+	}
+	// Reconnecting with the bookmark, on this node and on a new one,
+	// replays (nothing); it does not reset.
+	sub.close()
+	n2 := startNode(t, f.tc, "node-2", cfg)
+	for _, node := range []*node{n, n2} {
+		resumed := subscribe(t, node, "idle", nil, tok)
+		put(t, f.shardOf(t, "idle"), "idle", "kv/wake", node.c.cfg.NodeName)
+		testcluster.WaitFor(t, "the resumed subscriber to see a new key", func() bool {
+			s, _, _, _ := resumed.snapshot()
+			return s["kv/wake"] == node.c.cfg.NodeName
+		})
+		if _, _, resets, _ := resumed.snapshot(); resets != 0 {
+			t.Fatalf("resume on %s after compaction: %d resets, want a replay", node.c.cfg.NodeName, resets)
+		}
+		resumed.close()
 	}
 }
 

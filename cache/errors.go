@@ -22,6 +22,8 @@ var (
 	// ErrOldRevision is returned for a read at an earlier revision, which
 	// only the shard proxy serves.
 	ErrOldRevision = rpcerr.New(codes.Unimplemented, "cache: reads at an earlier revision are served by the shard proxy (KV.Range with revision)")
+	// ErrTooManySubscriptions is returned over a subscription limit.
+	ErrTooManySubscriptions = rpcerr.New(codes.ResourceExhausted, "cache: too many subscriptions")
 	// ErrClosed is returned after Close.
 	ErrClosed = rpcerr.New(codes.Unavailable, "cache: node shutting down")
 )

@@ -11,6 +11,10 @@ type metrics struct {
 	watchRestarts *prometheus.CounterVec
 	revision      *prometheus.GaugeVec
 	historyEvents *prometheus.GaugeVec
+	groups        prometheus.Gauge
+	resetEncodes  prometheus.Counter
+	lagging       prometheus.Counter
+	fanoutLatency prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,9 +51,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "confetti", Subsystem: "cache", Name: "history_events",
 			Help: "Events held in each shard's history ring.",
 		}, []string{"shard"}),
+		resetEncodes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "reset_encodes_total",
+			Help: "Resets encoded; compare with resets_total to see how many the encoded-reset cache served.",
+		}),
+		groups: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "groups",
+			Help: "Subscriber groups (same tenant, prefixes and view) sharing encoded messages.",
+		}),
+		lagging: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "lagging_total",
+			Help: "Subscribers whose queue filled up; each caught up from history or by a Reset.",
+		}),
+		fanoutLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "fanout_latency_seconds",
+			Help:    "Time from a transaction reaching the cache to its message being queued to every member of a group.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.watchRestarts, m.revision, m.historyEvents)
+		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.watchRestarts, m.revision, m.historyEvents, m.groups, m.resetEncodes, m.lagging, m.fanoutLatency)
 	}
 	return m
 }

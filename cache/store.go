@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"context"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/btree"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -39,6 +41,11 @@ type shardState struct {
 	maxBytes  int64
 	metrics   *metrics
 
+	// groups are the subscriber groups of this shard by key, and by tenant
+	// for publishing; guarded by mu.
+	groups       map[string]*group
+	tenantGroups map[string][]*group
+
 	// Status counters, guarded by mu.
 	restarts int64
 	lastErr  string
@@ -48,12 +55,14 @@ var _ Sink = (*shardState)(nil)
 
 func newShardState(id string, maxEvents int, maxBytes int64, m *metrics) *shardState {
 	return &shardState{
-		id:        id,
-		tenants:   map[string]*tree{},
-		changed:   make(chan struct{}),
-		maxEvents: maxEvents,
-		maxBytes:  maxBytes,
-		metrics:   m,
+		id:           id,
+		tenants:      map[string]*tree{},
+		changed:      make(chan struct{}),
+		maxEvents:    maxEvents,
+		maxBytes:     maxBytes,
+		metrics:      m,
+		groups:       map[string]*group{},
+		tenantGroups: map[string][]*group{},
 	}
 }
 
@@ -118,10 +127,7 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 		})
 	}
 	s.tenants = next
-	if len(d.events) > 0 {
-		s.hist.append(d)
-		s.metrics.eventsIn.Add(float64(len(d.events)))
-	}
+	s.appendLocked(d)
 	s.rev = rev
 	s.synced = true
 	s.notifyLocked()
@@ -191,13 +197,50 @@ func (s *shardState) Apply(txns []SourceTxn) {
 			}
 			t.add(tenant, e)
 		}
-		if len(t.events) > 0 {
-			s.hist.append(t)
-			s.metrics.eventsIn.Add(float64(len(t.events)))
-		}
+		s.appendLocked(t)
 		s.rev = st.Rev
 	}
 	s.notifyLocked()
+}
+
+// appendLocked adds a transaction to the history and hands each group of
+// its tenants the events the group sees.
+func (s *shardState) appendLocked(t txn) {
+	if len(t.events) == 0 {
+		return
+	}
+	s.hist.append(t)
+	s.metrics.eventsIn.Add(float64(len(t.events)))
+	if len(s.groups) == 0 {
+		return
+	}
+	now := time.Now()
+	byTenant := map[string][]*confettipb.Event{}
+	for _, e := range t.events {
+		if len(s.tenantGroups[e.tenant]) > 0 {
+			byTenant[e.tenant] = append(byTenant[e.tenant], e.ev)
+		}
+	}
+	for tenant, tevs := range byTenant {
+		for _, g := range s.tenantGroups[tenant] {
+			var evs []*confettipb.Event
+			for _, ev := range tevs {
+				if keys.Match(g.prefixes, ev.Kv.Key) {
+					evs = append(evs, ev)
+				}
+			}
+			if len(evs) > 0 {
+				g.publish(&confettipb.Txn{Revision: t.rev, Events: evs}, now)
+			}
+		}
+	}
+}
+
+// revision is the revision the shard has applied.
+func (s *shardState) revision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
 }
 
 // Progress records that the shard has no event up to rev.
@@ -244,6 +287,11 @@ func (s *shardState) wait() (<-chan struct{}, int64, bool) {
 func (s *shardState) snapshot(tenant string) (*tree, int64) {
 	s.mu.Lock() // Clone marks the tree shared, so it takes the write lock.
 	defer s.mu.Unlock()
+	return s.snapshotLocked(tenant)
+}
+
+// snapshotLocked is snapshot for a caller holding the write lock.
+func (s *shardState) snapshotLocked(tenant string) (*tree, int64) {
 	tr := s.tenants[tenant]
 	if tr == nil {
 		return nil, s.rev
@@ -258,6 +306,11 @@ func (s *shardState) snapshot(tenant string) (*tree, int64) {
 func (s *shardState) read(tenant string, prefixes []string, rev int64, maxBytes int) (out []*confettipb.Txn, seen int64, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.readLocked(tenant, prefixes, rev, maxBytes)
+}
+
+// readLocked is read for a caller holding the lock.
+func (s *shardState) readLocked(tenant string, prefixes []string, rev int64, maxBytes int) (out []*confettipb.Txn, seen int64, ok bool) {
 	if !s.hist.covers(rev) {
 		return nil, rev, false
 	}
@@ -313,4 +366,64 @@ func deleted(rel string, rev int64) *confettipb.Event {
 // inRange reports whether a tenant-relative key is in [start, end).
 func inRange(key, start, end string) bool {
 	return strings.Compare(key, start) >= 0 && (end == "" || key < end)
+}
+
+// attachLocked adds a subscriber's member to its group, creating the group
+// on first use, at the shard's current revision. The caller holds the
+// write lock.
+func (s *shardState) attachLocked(sub *subscription, m *member) *group {
+	key := sub.groupKey()
+	g := s.groups[key]
+	if g == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		g = &group{
+			key:      key,
+			tenant:   sub.tenant.Name,
+			prefixes: sub.prefixes,
+			shard:    s,
+			token:    sub.token,
+			metrics:  s.metrics,
+			progress: sub.c.cfg.ProgressInterval,
+			template: sub.stream,
+			members:  map[*member]int64{},
+			wake:     make(chan struct{}, 1),
+			sentRev:  s.rev,
+			ctx:      ctx,
+			cancel:   cancel,
+			done:     make(chan struct{}),
+		}
+		s.groups[key] = g
+		s.tenantGroups[g.tenant] = append(s.tenantGroups[g.tenant], g)
+		s.metrics.groups.Inc()
+		go g.run()
+	}
+	g.join(m, s.rev)
+	return g
+}
+
+// detach removes a member from its group and ends the group when it was
+// the last.
+func (s *shardState) detach(g *group, m *member) {
+	s.mu.Lock()
+	empty := g.leave(m)
+	if empty && s.groups[g.key] == g {
+		delete(s.groups, g.key)
+		tg := s.tenantGroups[g.tenant]
+		for i, x := range tg {
+			if x == g {
+				tg = append(tg[:i], tg[i+1:]...)
+				break
+			}
+		}
+		if len(tg) == 0 {
+			delete(s.tenantGroups, g.tenant)
+		} else {
+			s.tenantGroups[g.tenant] = tg
+		}
+		s.metrics.groups.Dec()
+	}
+	s.mu.Unlock()
+	if empty {
+		g.stop()
+	}
 }

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
+	"math"
+	"strconv"
+	"strings"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/api/confettipb"
@@ -25,9 +29,8 @@ type subscription struct {
 	shard    *shardState
 	codec    *tokenCodec
 
-	// rev is the shard revision the subscriber's state reflects.
-	rev int64
-	// sentRev is the revision of the last token sent.
+	// sentRev is the revision of the last token sent: the revision the
+	// subscriber's state reflects once it has applied what it got.
 	sentRev int64
 }
 
@@ -70,6 +73,15 @@ func (c *Cache) subscribe(stream confettipb.Cache_SubscribeServer) error {
 	if err != nil {
 		return err
 	}
+	conn := "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		conn = p.Addr.String()
+	}
+	release, err := c.admit(sub.tenant.Name, conn)
+	if err != nil {
+		return err
+	}
+	defer release()
 	// Acks are read (and, for now, only drained) so that flow control never
 	// blocks the client; a client that half-closes keeps receiving.
 	go func() {
@@ -107,7 +119,7 @@ func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServe
 		stream:   stream,
 		tenant:   tenant,
 		prefixes: prefixes,
-		view:     viewHash(prefixes, start.GetIdentity()),
+		view:     viewHash(prefixes, ""),
 		codec:    c.codec(),
 	}
 	var pos *position
@@ -137,49 +149,91 @@ func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServe
 	return sub, pos, nil
 }
 
+// serve starts the subscriber from its token or with a Reset, joins its
+// group, and sends what the group queues until the client goes away. When
+// the subscriber falls behind (its queue filled up), it catches up on its
+// own and joins again.
 func (s *subscription) serve(ctx context.Context, pos *position) error {
+	from, reason := int64(-1), "new"
 	if pos != nil {
-		s.rev, s.sentRev = pos.rev, pos.rev
-	} else {
-		if err := s.reset("new"); err != nil {
+		from, reason = pos.rev, ""
+	}
+	for {
+		m := newMember(s.c.cfg.SubscriberQueue)
+		g, err := s.join(m, from, reason)
+		if err != nil {
 			return err
 		}
+		err = s.pump(ctx, m)
+		s.shard.detach(g, m)
+		if !errors.Is(err, errLagging) {
+			return err
+		}
+		from, reason = s.sentRev, ""
 	}
-	tick := time.NewTicker(s.c.cfg.ProgressInterval)
-	defer tick.Stop()
+}
+
+var errLagging = errors.New("cache: subscriber lagging")
+
+// pump sends the member's queued messages until the stream ends or the
+// member is marked lagging.
+func (s *subscription) pump(ctx context.Context, m *member) error {
 	for {
-		changed, _, _ := s.shard.wait()
-		txns, seen, ok := s.shard.read(s.tenant.Name, s.prefixes, s.rev, s.c.cfg.EventsBatchBytes)
-		if !ok {
-			// The history moved past this subscriber: catch up with a
-			// Reset at the current revision.
-			if err := s.reset("history"); err != nil {
-				return err
-			}
-			continue
-		}
-		if len(txns) > 0 {
-			if err := s.sendEvents(txns, seen); err != nil {
-				return err
-			}
-			continue
-		}
-		s.rev = max(s.rev, seen)
 		select {
-		case <-changed:
-		case <-tick.C:
-			if s.rev > s.sentRev {
-				if err := s.send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{
-					Progress: &confettipb.Progress{Token: s.token(s.rev)},
-				}}); err != nil {
-					return err
-				}
-				s.sentRev = s.rev
+		case msg := <-m.q:
+			if err := s.stream.SendMsg(msg.pm); err != nil {
+				return err
 			}
+			s.sentRev = msg.rev
+			s.c.metrics.eventsOut.Add(float64(msg.events))
+			s.c.metrics.bytesOut.Add(float64(msg.bytes))
+		case <-m.lag:
+			return errLagging
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// join brings the subscriber from revision from (or, with from < 0 or when
+// the history no longer covers it, from nothing, by a Reset) up to the
+// shard's current revision and joins its group there. Catching up streams
+// most of the history without holding the shard's lock; the last step and
+// the join happen under it, so the group delivers exactly what follows.
+func (s *subscription) join(m *member, from int64, reason string) (*group, error) {
+	if from >= 0 {
+		for {
+			txns, seen, ok := s.shard.read(s.tenant.Name, s.prefixes, from, s.c.cfg.EventsBatchBytes)
+			if !ok {
+				from, reason = -1, "history"
+				break
+			}
+			if len(txns) == 0 {
+				break
+			}
+			if err := s.sendEvents(txns, seen); err != nil {
+				return nil, err
+			}
+			from = seen
+		}
+	}
+	s.shard.mu.Lock()
+	if from >= 0 && s.shard.hist.covers(from) {
+		txns, seen, _ := s.shard.readLocked(s.tenant.Name, s.prefixes, from, math.MaxInt)
+		g := s.shard.attachLocked(s, m)
+		s.shard.mu.Unlock()
+		if len(txns) > 0 {
+			return g, s.sendEvents(txns, seen)
+		}
+		return g, nil
+	}
+	tr, rev := s.shard.snapshotLocked(s.tenant.Name)
+	g := s.shard.attachLocked(s, m)
+	s.shard.mu.Unlock()
+	if reason == "" {
+		reason = "history"
+	}
+	return g, s.reset(reason, tr, rev)
 }
 
 func (s *subscription) sendEvents(txns []*confettipb.Txn, seen int64) error {
@@ -193,25 +247,76 @@ func (s *subscription) sendEvents(txns []*confettipb.Txn, seen int64) error {
 		return err
 	}
 	s.c.metrics.eventsOut.Add(float64(n))
-	s.rev, s.sentRev = seen, seen
+	s.sentRev = seen
 	return nil
 }
 
-// reset sends the tenant's state under the subscription's prefixes in
-// chunks; the last chunk carries the token.
-func (s *subscription) reset(reason string) error {
+// reset sends the tenant's state at rev under the subscription's prefixes
+// in chunks; the last chunk carries the token. The encoded chunks are kept
+// in the node's reset cache, so a storm of subscribers of one view
+// reconnecting at one revision encodes its Reset once.
+func (s *subscription) reset(reason string, tr *tree, rev int64) error {
 	s.c.metrics.resets.WithLabelValues(reason).Inc()
-	tr, rev := s.shard.snapshot(s.tenant.Name)
+	key := s.groupKey() + "@" + strconv.FormatInt(rev, 10)
+	chunks, ok := s.c.resetCache.Get(key)
+	if !ok {
+		v, err, _ := s.c.resetFlight.Do(key, func() (any, error) {
+			if chunks, ok := s.c.resetCache.Get(key); ok {
+				return chunks, nil
+			}
+			s.c.metrics.resetEncodes.Inc()
+			chunks, size, err := s.encodeReset(tr, rev)
+			if err != nil {
+				return nil, err
+			}
+			if size <= s.c.cfg.ResetCacheMaxBytes {
+				s.c.resetCache.Add(key, chunks)
+			}
+			return chunks, nil
+		})
+		if err != nil {
+			return err
+		}
+		chunks = v.([]encodedChunk)
+	}
+	for _, c := range chunks {
+		if err := s.stream.SendMsg(c.pm); err != nil {
+			return err
+		}
+		s.c.metrics.bytesOut.Add(float64(c.bytes))
+	}
+	s.sentRev = rev
+	return nil
+}
+
+// encodedChunk is one encoded Reset chunk.
+type encodedChunk struct {
+	pm    *grpc.PreparedMsg
+	bytes int
+}
+
+// encodeReset encodes the Reset of tr at rev in chunks of at most
+// ResetChunkBytes (a larger single key gets a chunk of its own).
+func (s *subscription) encodeReset(tr *tree, rev int64) ([]encodedChunk, int, error) {
+	var out []encodedChunk
 	var chunk []*confettipb.KeyValue
-	size, n := 0, int32(0)
+	size, total, n := 0, 0, int32(0)
 	flush := func(last bool) error {
 		r := &confettipb.Reset{Kvs: chunk, Last: last, Chunk: n}
 		if last {
 			r.Token = s.token(rev)
 		}
+		m := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Reset_{Reset_: r}}
+		pm := &grpc.PreparedMsg{}
+		if err := pm.Encode(s.stream, m); err != nil {
+			return err
+		}
+		sz := proto.Size(m)
+		out = append(out, encodedChunk{pm: pm, bytes: sz})
+		total += sz
 		chunk, size = nil, 0
 		n++
-		return s.send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Reset_{Reset_: r}})
+		return nil
 	}
 	var err error
 	if tr != nil {
@@ -231,15 +336,19 @@ func (s *subscription) reset(reason string) error {
 				return true
 			})
 			if err != nil {
-				return err
+				return nil, 0, err
 			}
 		}
 	}
 	if err := flush(true); err != nil {
-		return err
+		return nil, 0, err
 	}
-	s.rev, s.sentRev = rev, rev
-	return nil
+	return out, total, nil
+}
+
+// groupKey names the group of subscribers that receive the same bytes.
+func (s *subscription) groupKey() string {
+	return s.tenant.Name + "\x00" + strings.Join(s.prefixes, "\x00") + "\x00" + strconv.FormatUint(s.view, 16)
 }
 
 func (s *subscription) token(rev int64) string {

@@ -6,12 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/cespare/xxhash/v2"
-
-	"github.com/confetti-io/confetti/api/confettipb"
 )
 
 // position is what a resume token carries: where in which shard's history
@@ -51,17 +47,42 @@ func (c tokenCodec) encode(p position) string {
 }
 
 func (c tokenCodec) decode(s string) (position, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	body, sum, err := split(s)
 	if err != nil {
-		return position{}, fmt.Errorf("%w: not a token (bad encoding); pass a token exactly as a previous message carried it", ErrInvalidToken)
+		return position{}, err
 	}
-	if len(b) < 1+tokenMACSize {
-		return position{}, fmt.Errorf("%w: truncated", ErrInvalidToken)
-	}
-	body, sum := b[:len(b)-tokenMACSize], b[len(b)-tokenMACSize:]
 	if !hmac.Equal(sum, c.mac(body)) {
 		return position{}, fmt.Errorf("%w: signature mismatch: the token was truncated, altered, or issued by another cluster", ErrInvalidToken)
 	}
+	return parse(body)
+}
+
+// TokenRevision reads the shard revision out of a resume token without
+// checking its signature. Tokens are opaque to clients, which must never
+// depend on their content; this serves diagnostics and contract checks.
+func TokenRevision(token string) (int64, error) {
+	body, _, err := split(token)
+	if err != nil {
+		return 0, err
+	}
+	p, err := parse(body)
+	return p.rev, err
+}
+
+// split decodes a token into its body and signature.
+func split(s string) (body, sum []byte, err error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: not a token (bad encoding); pass a token exactly as a previous message carried it", ErrInvalidToken)
+	}
+	if len(b) < 1+tokenMACSize {
+		return nil, nil, fmt.Errorf("%w: truncated", ErrInvalidToken)
+	}
+	return b[:len(b)-tokenMACSize], b[len(b)-tokenMACSize:], nil
+}
+
+// parse reads a token body.
+func parse(body []byte) (position, error) {
 	if body[0] != tokenVersion {
 		return position{}, fmt.Errorf("%w: unknown version %d", ErrInvalidToken, body[0])
 	}
@@ -105,24 +126,18 @@ func readString(b []byte) (string, []byte, bool) {
 	return string(b[1 : 1+n]), b[1+n:], true
 }
 
-// viewHash identifies what a subscriber's state was built from: its
-// (normalized) prefixes and its identity, which release resolution uses.
-func viewHash(prefixes []string, id *confettipb.Identity) uint64 {
+// viewHash identifies what a subscriber's state is built from: its
+// normalized prefixes and its effective view (which item versions release
+// resolution gives it; empty while no release applies). Subscribers with
+// the same view hash receive the same bytes, and a token resumes only for
+// the view it was issued for; another view gets a Reset.
+func viewHash(prefixes []string, view string) uint64 {
 	h := xxhash.New()
 	for _, p := range prefixes {
 		h.WriteString(p)
 		h.Write([]byte{0})
 	}
 	h.Write([]byte{1})
-	if id != nil {
-		h.WriteString(id.GetInstanceId())
-		h.Write([]byte{0})
-		labels := make([]string, 0, len(id.GetLabels()))
-		for k, v := range id.GetLabels() {
-			labels = append(labels, k+"="+v)
-		}
-		slices.Sort(labels)
-		h.WriteString(strings.Join(labels, "\x00"))
-	}
+	h.WriteString(view)
 	return h.Sum64()
 }

@@ -3,13 +3,11 @@ package cache
 import (
 	"errors"
 	"testing"
-
-	"github.com/confetti-io/confetti/api/confettipb"
 )
 
 func TestTokenRoundTripAndTampering(t *testing.T) {
 	c := tokenCodec{key: []byte("0123456789abcdef0123456789abcdef")}
-	p := position{tenant: "acme", shard: "s2", epoch: 3, rev: 123456789, view: viewHash([]string{"kv/"}, nil)}
+	p := position{tenant: "acme", shard: "s2", epoch: 3, rev: 123456789, view: viewHash([]string{"kv/"}, "")}
 	tok := c.encode(p)
 	got, err := c.decode(tok)
 	if err != nil {
@@ -40,16 +38,15 @@ func TestTokenRoundTripAndTampering(t *testing.T) {
 	}
 }
 
-func TestViewHashSeesPrefixesAndIdentity(t *testing.T) {
-	base := viewHash([]string{"kv/"}, &confettipb.Identity{InstanceId: "gw-1", Labels: map[string]string{"zone": "a", "tier": "edge"}})
-	same := viewHash([]string{"kv/"}, &confettipb.Identity{InstanceId: "gw-1", Labels: map[string]string{"tier": "edge", "zone": "a"}})
-	if base != same {
-		t.Fatal("label order changed the view")
+func TestViewHashSeesPrefixesAndView(t *testing.T) {
+	base := viewHash([]string{"kv/"}, "")
+	if viewHash([]string{"kv/"}, "") != base {
+		t.Fatal("the same view hashed differently")
 	}
 	for name, h := range map[string]uint64{
-		"prefixes": viewHash([]string{"kv/routes/"}, &confettipb.Identity{InstanceId: "gw-1", Labels: map[string]string{"zone": "a", "tier": "edge"}}),
-		"instance": viewHash([]string{"kv/"}, &confettipb.Identity{InstanceId: "gw-2", Labels: map[string]string{"zone": "a", "tier": "edge"}}),
-		"labels":   viewHash([]string{"kv/"}, &confettipb.Identity{InstanceId: "gw-1", Labels: map[string]string{"zone": "b", "tier": "edge"}}),
+		"prefixes":       viewHash([]string{"kv/routes/"}, ""),
+		"more prefixes":  viewHash([]string{"kv/", "svc/"}, ""),
+		"effective view": viewHash([]string{"kv/"}, "cfg/app=2"),
 	} {
 		if h == base {
 			t.Errorf("another %s gave the same view", name)

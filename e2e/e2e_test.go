@@ -48,22 +48,31 @@ func serve(t *testing.T, register func(*grpc.Server)) (*grpc.ClientConn, func())
 }
 
 type system struct {
-	tc    *testcluster.Cluster
-	proxy *grpc.ClientConn
-	kv    confettipb.KVClient
-	ten   confettipb.TenantsClient
+	tc     *testcluster.Cluster
+	proxy  *grpc.ClientConn
+	kv     confettipb.KVClient
+	ten    confettipb.TenantsClient
+	shards confettipb.ShardsClient
 }
 
 func startSystem(t *testing.T, shards int) *system {
 	t.Helper()
 	tc := testcluster.New(t, shards)
+	return startProxy(t, tc)
+}
+
+// startProxy starts a shard proxy with a meta store of its own over tc, as
+// a separate proxy process would run.
+func startProxy(t *testing.T, tc *testcluster.Cluster) *system {
+	t.Helper()
 	st, clients := tc.NewStore(t)
 	p, err := shardproxy.New(st, clients, shardproxy.Config{Logger: zaptest.NewLogger(t).Named("proxy"), MaxValueBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(p.Close)
 	conn, _ := serve(t, p.Register)
-	return &system{tc: tc, proxy: conn, kv: confettipb.NewKVClient(conn), ten: confettipb.NewTenantsClient(conn)}
+	return &system{tc: tc, proxy: conn, kv: confettipb.NewKVClient(conn), ten: confettipb.NewTenantsClient(conn), shards: confettipb.NewShardsClient(conn)}
 }
 
 // startCache starts a cache node; stop ends it like a crash of the node

@@ -14,4 +14,19 @@
 //	p, err := shardproxy.New(store, clients, shardproxy.Config{Logger: lg, Registerer: reg})
 //	if err != nil { ... }
 //	p.Register(grpcServer)
+//
+// Leases are granted on the tenant's shard and bound to the tenant by an
+// owner key attached to the lease (leases.go); the keepalives of every
+// caller travel over one LeaseKeepAlive stream per shard (keepalive.go).
+// Those streams are the only thing a Proxy keeps open: Close it when the
+// gRPC server drains, which also ends the callers' KeepAlive streams.
+//
+// The same API is served over HTTP/JSON by HTTPHandler (see http.go): a
+// grpc-gateway mux that forwards each request to the proxy's own gRPC
+// server, so that the server's interceptors apply to HTTP callers too.
+//
+// API keys are checked before a request reaches the Proxy: the roles
+// install internal/auth's interceptors on the gRPC server, which verify the
+// key and apply the access policy of the method. The Proxy stores and
+// revokes keys (apikeys.go) and finds the caller with auth.FromContext.
 package shardproxy

@@ -48,12 +48,25 @@ var (
 	// ErrLeaseNotFound is returned for a lease that does not exist (or has
 	// expired) on the tenant's shard.
 	ErrLeaseNotFound = rpcerr.New(codes.NotFound, "shardproxy: lease not found")
+	// ErrLeaseNotOwned is returned for a lease that lives on the tenant's
+	// shard but is not bound to the tenant: another tenant's lease, or one
+	// granted around the proxy.
+	ErrLeaseNotOwned = rpcerr.New(codes.PermissionDenied, "shardproxy: lease not owned by the tenant")
+	// ErrInstanceNotFound is returned for a service instance that is not
+	// registered (never was, was deregistered, or its lease expired).
+	ErrInstanceNotFound = rpcerr.New(codes.NotFound, "shardproxy: instance not registered")
+	// ErrClosing is returned to the streams a closing proxy ends; callers
+	// reconnect, to another proxy if this one is going away.
+	ErrClosing = rpcerr.New(codes.Unavailable, "shardproxy: proxy shutting down")
 	// ErrRequestTooLarge is returned when the shard refuses a request for
 	// its size or number of operations.
 	ErrRequestTooLarge = rpcerr.New(codes.InvalidArgument, "shardproxy: request too large")
 	// ErrShardFailed is returned for any other failure of a shard request;
 	// it is not the caller's fault.
 	ErrShardFailed = rpcerr.New(codes.Internal, "shardproxy: shard request failed")
+	// ErrRateLimited is returned when a tenant exceeds its request rate
+	// on this proxy (Config.TenantRPS); the message says when to retry.
+	ErrRateLimited = rpcerr.New(codes.ResourceExhausted, "shardproxy: rate limited")
 	// ErrNotAvailableYet is returned by the RPCs of the API that this
 	// version of the proxy does not serve yet; the message says what the
 	// RPC will do.

@@ -80,7 +80,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := defaultConfig()
+	d := DefaultConfig()
 	if got.Logger == nil || got.MaxKeyBytes != 4096 || got.MaxValueBytes != 1<<20 || got.MaxTTL != 86400 ||
 		got.MaxRangeKeys != d.MaxRangeKeys || got.RequestTimeout != d.RequestTimeout {
 		t.Fatalf("defaults: %+v", got)

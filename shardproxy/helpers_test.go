@@ -191,6 +191,8 @@ type api struct {
 	shards   pb.ShardsClient
 	leases   pb.LeasesClient
 	releases pb.ReleasesClient
+	// conn is the client connection the clients above share.
+	conn *grpc.ClientConn
 }
 
 // newAPI starts a proxy over c with cfg (its Logger and Registerer are set
@@ -219,6 +221,7 @@ func newAPI(t *testing.T, c *clusters, cfg Config) *api {
 	t.Cleanup(func() {
 		conn.Close()
 		srv.Stop()
+		p.Close()
 		if err := <-served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			t.Errorf("serve: %v", err)
 		}
@@ -231,6 +234,7 @@ func newAPI(t *testing.T, c *clusters, cfg Config) *api {
 		shards:   pb.NewShardsClient(conn),
 		leases:   pb.NewLeasesClient(conn),
 		releases: pb.NewReleasesClient(conn),
+		conn:     conn,
 	}
 }
 

@@ -120,7 +120,7 @@ func (p *Proxy) put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, e
 		opts = append(opts, clientv3.WithPrevKV())
 	}
 	pk := keys.KV(tenant) + req.GetKey()
-	txn, err := p.fencedWrite(ctx, r, req.GetKey(), req.ExpectedModRevision, clientv3.OpPut(pk, string(req.GetValue()), opts...))
+	txn, err := p.leasedWrite(ctx, r, req.GetKey(), req.ExpectedModRevision, lease, granted != 0, clientv3.OpPut(pk, string(req.GetValue()), opts...))
 	if err != nil {
 		if granted != 0 && (errors.Is(err, ErrTenantMoving) || errors.Is(err, ErrConflict)) {
 			p.revokeUnused(ctx, r, granted)
@@ -216,36 +216,9 @@ func (p *Proxy) deleteRange(ctx context.Context, req *pb.DeleteRangeRequest) (*p
 // the mod revision of key (relative to the KV space) to equal it (zero:
 // the key must not exist). A refused write changes nothing and returns
 // ErrTenantMoving when the fence is set, else ErrConflict with the key's
-// current mod revision.
+// current mod revision. See guardedWrite.
 func (p *Proxy) fencedWrite(ctx context.Context, r route, key string, expected *int64, op clientv3.Op) (*clientv3.TxnResponse, error) {
-	fence := keys.Fence(r.tenant.Name)
-	pk := keys.KV(r.tenant.Name) + key
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(fence), "=", 0)}
-	orElse := []clientv3.Op{clientv3.OpGet(fence, clientv3.WithCountOnly())}
-	if expected != nil {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", *expected))
-		orElse = append(orElse, clientv3.OpGet(pk, clientv3.WithKeysOnly()))
-	}
-	ectx, cancel := p.etcdCtx(ctx)
-	defer cancel()
-	resp, err := r.cli.Txn(ectx).If(cmps...).Then(op).Else(orElse...).Commit()
-	if err != nil {
-		return nil, shardError(ctx, r.tenant.Shard, err)
-	}
-	if resp.Succeeded {
-		return resp, nil
-	}
-	if resp.Responses[0].GetResponseRange().GetCount() > 0 {
-		return nil, fmt.Errorf("%w: tenant %q is fenced on shard %s; retry shortly", ErrTenantMoving, r.tenant.Name, r.tenant.Shard)
-	}
-	if expected == nil || len(resp.Responses) < 2 {
-		return nil, fmt.Errorf("%w: shard %s refused a write of tenant %q with neither the fence set nor a failed compare", ErrShardFailed, r.tenant.Shard, r.tenant.Name)
-	}
-	var cur int64
-	if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) > 0 {
-		cur = kvs[0].ModRevision
-	}
-	return nil, conflict(key, cur, *expected)
+	return p.guardedWrite(ctx, r, writeGuard{key: keys.KV(r.tenant.Name) + key, name: key, expected: expected}, op)
 }
 
 // conflict describes a failed expected mod revision.

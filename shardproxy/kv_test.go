@@ -491,8 +491,13 @@ func TestPutWithTTLAttachesALease(t *testing.T) {
 	if ttl.GrantedTTL != 30 || ttl.TTL <= 0 || ttl.TTL > 30 {
 		t.Fatalf("lease granted ttl %d, remaining %d; want 30 and (0, 30]", ttl.GrantedTTL, ttl.TTL)
 	}
-	if len(ttl.Keys) != 1 || string(ttl.Keys[0]) != keys.KV("leased")+"svc" {
-		t.Fatalf("lease keys %q", ttl.Keys)
+	var attached []string
+	for _, k := range ttl.Keys {
+		attached = append(attached, string(k))
+	}
+	slices.Sort(attached)
+	if want := []string{keys.KV("leased") + "svc", keys.LeaseOwner("leased", put.Lease)}; !slices.Equal(attached, want) {
+		t.Fatalf("lease keys %q, want the key and the lease's owner key %q", attached, want)
 	}
 
 	// An existing lease is attached as given.

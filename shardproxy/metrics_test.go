@@ -22,8 +22,8 @@ func TestMetricsCountRequestsByMethodAndCode(t *testing.T) {
 	if _, err := a.kv.Put(ctx, &pb.PutRequest{Tenant: "metered"}); err == nil {
 		t.Fatal("put without a key: want an error")
 	}
-	if _, err := a.leases.Grant(ctx, &pb.LeaseGrantRequest{Tenant: "metered", Ttl: 10}); err == nil {
-		t.Fatal("lease grant: want an error")
+	if _, err := a.leases.Grant(ctx, &pb.LeaseGrantRequest{Tenant: "metered", Ttl: 0}); err == nil {
+		t.Fatal("lease grant without a ttl: want an error")
 	}
 	families, err := a.reg.Gather()
 	if err != nil {
@@ -37,7 +37,7 @@ func TestMetricsCountRequestsByMethodAndCode(t *testing.T) {
 	}{
 		{name: "successful puts", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "KV.Put", "code": "OK"}, want: 3},
 		{name: "refused put", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "KV.Put", "code": "InvalidArgument"}, want: 1},
-		{name: "unavailable lease grant", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "Leases.Grant", "code": "Unimplemented"}, want: 1},
+		{name: "refused lease grant", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "Leases.Grant", "code": "InvalidArgument"}, want: 1},
 		{name: "put durations", metric: "confetti_proxy_request_duration_seconds", labels: map[string]string{"method": "KV.Put"}, want: 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

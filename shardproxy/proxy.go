@@ -35,9 +35,9 @@ type Config struct {
 	// below the shards' --max-request-bytes (1.5 MiB by default), which
 	// must also hold the key and the request's framing.
 	MaxValueBytes int `json:"max-value-bytes" yaml:"max-value-bytes"`
-	// MaxTTL caps the TTL, in seconds, of a put with a TTL. Zero means
-	// 86400 (one day). The shard may raise a very short TTL to its own
-	// minimum lease TTL.
+	// MaxTTL caps the TTL, in seconds, of a put with a TTL, a granted
+	// lease and a registered instance. Zero means 86400 (one day). The
+	// shard may raise a very short TTL to its own minimum lease TTL.
 	MaxTTL int64 `json:"max-ttl" yaml:"max-ttl"`
 	// MaxRangeKeys caps the number of keys one Range returns: a request
 	// with no limit or a larger one gets at most this many, with more set,
@@ -46,28 +46,40 @@ type Config struct {
 	MaxRangeKeys int `json:"max-range-keys" yaml:"max-range-keys"`
 	// MaxTxnOps caps the compares plus ops of one transaction. Zero means
 	// 64; keep it at most the shards' --max-txn-ops (128 by default), since
-	// the proxy adds one compare and wraps the request.
+	// the proxy adds one compare (and one per distinct lease the puts
+	// attach) and wraps the request.
 	MaxTxnOps int `json:"max-txn-ops" yaml:"max-txn-ops"`
+	// TenantRPS is how many requests per second one tenant may make on
+	// this proxy, on average (a token bucket); over it, requests fail with
+	// ResourceExhausted (HTTP 429) saying when to retry. Zero means 2000;
+	// negative means no limit.
+	TenantRPS float64 `json:"tenant-rps" yaml:"tenant-rps"`
+	// TenantBurst is the bucket's size: how many requests a tenant may
+	// make at once after a quiet spell. Zero means twice TenantRPS (at
+	// least 1).
+	TenantBurst int `json:"tenant-burst" yaml:"tenant-burst"`
 	// RequestTimeout bounds each etcd request the proxy makes on a shard;
 	// when it fires the shard is reported unavailable. Zero means 10
 	// seconds.
 	RequestTimeout time.Duration `json:"request-timeout" yaml:"request-timeout"`
 }
 
-func defaultConfig() Config {
+// DefaultConfig is the configuration zero fields of Config stand for.
+func DefaultConfig() Config {
 	return Config{
 		MaxKeyBytes:    4096,
 		MaxValueBytes:  1 << 20,
 		MaxTTL:         86400,
 		MaxRangeKeys:   10000,
 		MaxTxnOps:      64,
+		TenantRPS:      2000,
 		RequestTimeout: 10 * time.Second,
 	}
 }
 
 // withDefaults fills zero fields from defaultConfig and checks the rest.
 func (c Config) withDefaults() (Config, error) {
-	d := defaultConfig()
+	d := DefaultConfig()
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -82,6 +94,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxRangeKeys == 0 {
 		c.MaxRangeKeys = d.MaxRangeKeys
+	}
+	if c.TenantRPS == 0 {
+		c.TenantRPS = d.TenantRPS
+	}
+	if c.TenantBurst == 0 {
+		c.TenantBurst = max(1, int(2*c.TenantRPS))
 	}
 	if c.MaxTxnOps == 0 {
 		c.MaxTxnOps = d.MaxTxnOps
@@ -101,6 +119,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxRangeKeys < 0 {
 		errs = append(errs, fmt.Errorf("max range keys %d must not be negative", c.MaxRangeKeys))
+	}
+	if c.TenantBurst < 0 {
+		errs = append(errs, fmt.Errorf("tenant burst %d must not be negative", c.TenantBurst))
 	}
 	if c.MaxTxnOps < 0 {
 		errs = append(errs, fmt.Errorf("max txn ops %d must not be negative", c.MaxTxnOps))
@@ -123,10 +144,17 @@ type Proxy struct {
 	cfg     Config
 	lg      *zap.Logger
 	metrics *metrics
+	limits  *tenantLimits
+	// keepalives multiplexes lease renewals over one stream per shard;
+	// owners caches verified lease bindings (leases.go).
+	keepalives *keepAlives
+	owners     *leaseOwners
 }
 
 // New returns a Proxy routing by store through clients. The caller keeps
-// ownership of both and closes them after the gRPC server stops.
+// ownership of both and closes them after the gRPC server stops. Close
+// the Proxy as the server drains (it ends the KeepAlive streams, which
+// never end by themselves), before closing clients.
 func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Proxy, error) {
 	if store == nil {
 		return nil, errors.New("shardproxy: nil meta store")
@@ -142,7 +170,11 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shardproxy: register metrics: %w", err)
 	}
-	return &Proxy{store: store, clients: clients, cfg: cfg, lg: cfg.Logger, metrics: m}, nil
+	p := &Proxy{store: store, clients: clients, cfg: cfg, lg: cfg.Logger, metrics: m, limits: newTenantLimits(cfg.TenantRPS, cfg.TenantBurst)}
+	if err := p.startLeases(); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // Register registers every gRPC service of api/confettipb that the proxy
@@ -153,6 +185,15 @@ func (p *Proxy) Register(s *grpc.Server) {
 	pb.RegisterKVServer(s, &kvService{p: p})
 	pb.RegisterLeasesServer(s, &leaseService{p: p})
 	pb.RegisterReleasesServer(s, &releaseService{p: p})
+}
+
+// Ready reports whether the proxy can route: nil once the meta store has
+// loaded the shard registry and placement table, else why not.
+func (p *Proxy) Ready() error {
+	if !p.store.Ready() {
+		return fmt.Errorf("%w: placement not loaded from meta yet", meta.ErrUnavailable)
+	}
+	return nil
 }
 
 // route is where one tenant's request goes: the tenant's placement and the
@@ -200,7 +241,14 @@ func (p *Proxy) etcdCtx(ctx context.Context) (context.Context, context.CancelFun
 // the caller's doing. It is the one place where errors become codes.
 func serve[Req, Resp any](ctx context.Context, p *Proxy, fullMethod string, req Req, fn func(context.Context, Req) (Resp, error)) (Resp, error) {
 	start := time.Now()
-	resp, err := fn(ctx, req)
+	var resp Resp
+	var err error
+	if t, ok := any(req).(interface{ GetTenant() string }); ok && t.GetTenant() != "" {
+		err = p.limits.allow(t.GetTenant())
+	}
+	if err == nil {
+		resp, err = fn(ctx, req)
+	}
 	if err = p.finish(fullMethod, start, err); err != nil {
 		var zero Resp
 		return zero, err

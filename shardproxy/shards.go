@@ -80,6 +80,21 @@ func (s *shardService) ListShards(ctx context.Context, req *pb.ListShardsRequest
 	})
 }
 
+// DrainShard marks a shard draining: it keeps its tenants, which go on
+// working, but placement proposes it for no new tenant.
+func (s *shardService) DrainShard(ctx context.Context, req *pb.DrainShardRequest) (*pb.Shard, error) {
+	return serve(ctx, s.p, pb.Shards_DrainShard_FullMethodName, req, func(ctx context.Context, req *pb.DrainShardRequest) (*pb.Shard, error) {
+		if err := keys.ValidName("shard", req.GetId()); err != nil {
+			return nil, err
+		}
+		sh, err := s.p.store.SetShardState(ctx, req.GetId(), meta.ShardDraining)
+		if err != nil {
+			return nil, err
+		}
+		return shardProto(sh, tenantCounts(s.p.store.Tenants())[sh.ID]), nil
+	})
+}
+
 // usage counts a shard's tenant keys and its backend bytes in use; -1
 // stands for a count the shard did not give.
 func (s *shardService) usage(ctx context.Context, shard string) (nkeys, nbytes int64) {

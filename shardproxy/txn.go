@@ -22,7 +22,10 @@ func (s *kvService) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespons
 // range clamped inside it, so no compare or op can reach another tenant;
 // an op that names another tenant is refused. The fence wraps the whole
 // request: If(fence absent) Then(Txn(user compares, success, failure)),
-// so a fenced tenant neither writes nor runs its failure branch.
+// so a fenced tenant neither writes nor runs its failure branch. The outer
+// If also requires every lease a put attaches to be bound to the tenant,
+// so a lease it cannot use refuses the whole request with the lease's
+// error, whichever branch would have run.
 func (p *Proxy) txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
 	tenant := req.GetTenant()
 	if err := keys.ValidName("tenant", tenant); err != nil {
@@ -52,19 +55,9 @@ func (p *Proxy) txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, e
 	if err != nil {
 		return nil, err
 	}
-	fence := keys.Fence(tenant)
-	ectx, cancel := p.etcdCtx(ctx)
-	defer cancel()
-	resp, err := r.cli.Txn(ectx).
-		If(clientv3.Compare(clientv3.CreateRevision(fence), "=", 0)).
-		Then(clientv3.OpTxn(cmps, success, failure)).
-		Else(clientv3.OpGet(fence, clientv3.WithCountOnly())).
-		Commit()
+	resp, err := p.guardedWrite(ctx, r, writeGuard{leases: txnLeases(req)}, clientv3.OpTxn(cmps, success, failure))
 	if err != nil {
-		return nil, shardError(ctx, r.tenant.Shard, err)
-	}
-	if !resp.Succeeded {
-		return nil, fmt.Errorf("%w: tenant %q is fenced on shard %s; retry shortly", ErrTenantMoving, tenant, r.tenant.Shard)
+		return nil, err
 	}
 	inner := resp.Responses[0].GetResponseTxn()
 	out := &pb.TxnResponse{Header: r.header(resp.Header), Succeeded: inner.GetSucceeded()}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc"
-
 	pb "github.com/confetti-io/confetti/api/confettipb"
 )
 
@@ -23,84 +21,6 @@ func (p *Proxy) notYet(fullMethod, what string) error {
 func (s *tenantService) DeleteTenant(ctx context.Context, req *pb.DeleteTenantRequest) (*pb.DeleteTenantResponse, error) {
 	return nil, s.p.notYet(pb.Tenants_DeleteTenant_FullMethodName,
 		"removing a tenant's keys from its shard and then its placement arrives with tenant lifecycle management")
-}
-
-// CreateAPIKey is not served yet.
-func (s *tenantService) CreateAPIKey(ctx context.Context, req *pb.CreateAPIKeyRequest) (*pb.CreateAPIKeyResponse, error) {
-	return nil, s.p.notYet(pb.Tenants_CreateAPIKey_FullMethodName,
-		"per-tenant API keys with admin/writer/reader roles, and operator keys, arrive with the shard proxy's auth")
-}
-
-// ListAPIKeys is not served yet.
-func (s *tenantService) ListAPIKeys(ctx context.Context, req *pb.ListAPIKeysRequest) (*pb.ListAPIKeysResponse, error) {
-	return nil, s.p.notYet(pb.Tenants_ListAPIKeys_FullMethodName,
-		"listing a tenant's API keys without their secrets arrives with the shard proxy's auth")
-}
-
-// RevokeAPIKey is not served yet.
-func (s *tenantService) RevokeAPIKey(ctx context.Context, req *pb.RevokeAPIKeyRequest) (*pb.RevokeAPIKeyResponse, error) {
-	return nil, s.p.notYet(pb.Tenants_RevokeAPIKey_FullMethodName,
-		"revoking an API key on every proxy and cache within seconds arrives with the shard proxy's auth")
-}
-
-// DrainShard is not served yet.
-func (s *shardService) DrainShard(ctx context.Context, req *pb.DrainShardRequest) (*pb.Shard, error) {
-	return nil, s.p.notYet(pb.Shards_DrainShard_FullMethodName,
-		"marking a shard draining, so that it keeps its tenants but takes no new ones, arrives with shard lifecycle management")
-}
-
-// leaseService serves the Leases service.
-type leaseService struct {
-	pb.UnimplementedLeasesServer
-	p *Proxy
-}
-
-var _ pb.LeasesServer = (*leaseService)(nil)
-
-// leasesLater says what already works while the Leases service is not
-// served.
-const leasesLater = "arrives with tenant-bound leases; until then KV.Put with a ttl grants and attaches a lease"
-
-// Grant is not served yet.
-func (s *leaseService) Grant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	return nil, s.p.notYet(pb.Leases_Grant_FullMethodName,
-		"granting a lease bound to the tenant on its shard "+leasesLater)
-}
-
-// Revoke is not served yet.
-func (s *leaseService) Revoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	return nil, s.p.notYet(pb.Leases_Revoke_FullMethodName,
-		"revoking a tenant's lease and deleting its keys "+leasesLater)
-}
-
-// KeepAlive is not served yet.
-func (s *leaseService) KeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
-	return s.p.notYet(pb.Leases_KeepAlive_FullMethodName,
-		"renewing leases over one multiplexed stream per shard "+leasesLater)
-}
-
-// TimeToLive is not served yet.
-func (s *leaseService) TimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	return nil, s.p.notYet(pb.Leases_TimeToLive_FullMethodName,
-		"reporting a lease's remaining TTL and attached keys "+leasesLater)
-}
-
-// Register is not served yet.
-func (s *leaseService) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
-	return nil, s.p.notYet(pb.Leases_Register_FullMethodName,
-		"registering a service instance under svc/<service>/<instance> with a lease "+leasesLater)
-}
-
-// Deregister is not served yet.
-func (s *leaseService) Deregister(ctx context.Context, req *pb.DeregisterRequest) (*pb.DeregisterResponse, error) {
-	return nil, s.p.notYet(pb.Leases_Deregister_FullMethodName,
-		"deleting a service instance and revoking its lease "+leasesLater)
-}
-
-// ListInstances is not served yet.
-func (s *leaseService) ListInstances(ctx context.Context, req *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
-	return nil, s.p.notYet(pb.Leases_ListInstances_FullMethodName,
-		"listing the live instances of a service "+leasesLater)
 }
 
 // releaseService serves the Releases service.

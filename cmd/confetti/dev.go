@@ -22,6 +22,7 @@ import (
 	"github.com/confetti-io/confetti/internal/embedetcd"
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/internal/serve"
+	"github.com/confetti-io/confetti/internal/tlsconfig"
 	"github.com/confetti-io/confetti/shardproxy"
 )
 
@@ -49,9 +50,9 @@ type devFlags struct {
 }
 
 // devLayout places every listener of `confetti dev` relative to the base
-// port: proxy +0, cache i +10+i, etcd cluster k +20+2k (client) and
-// +21+2k (peer), metrics of the proxy +90 and of cache i +91+i. Base 0
-// lets the kernel choose every port.
+// port: proxy +0, its HTTP API +1, cache i +10+i, etcd cluster k +20+2k
+// (client) and +21+2k (peer), metrics of the proxy +90 and of cache i
+// +91+i. Base 0 lets the kernel choose every port.
 type devLayout struct {
 	base int
 }
@@ -67,6 +68,7 @@ func (l devLayout) addr(offset int) string { return fmt.Sprintf("127.0.0.1:%d", 
 
 func (l devLayout) proxy() string             { return l.addr(0) }
 func (l devLayout) cache(i int) string        { return l.addr(10 + i) }
+func (l devLayout) proxyHTTP() string         { return l.addr(1) }
 func (l devLayout) proxyMetrics() string      { return l.addr(90) }
 func (l devLayout) cacheMetrics(i int) string { return l.addr(91 + i) }
 
@@ -97,7 +99,7 @@ in --data-dir, so a restart finds it again. Ctrl-C stops everything.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.dataDir, "data-dir", "./.confetti-dev", "directory that keeps the etcd data across restarts")
-	fs.IntVar(&f.basePort, "base-port", 7700, "first port: proxy +0, caches +10.., etcd +20..+27, metrics +90..; 0 lets the kernel choose every port")
+	fs.IntVar(&f.basePort, "base-port", 7700, "first port: proxy +0, proxy HTTP +1, caches +10.., etcd +20..+27, metrics +90..; 0 lets the kernel choose every port")
 	fs.IntVar(&f.cacheNodes, "cache-nodes", 2, "number of cache nodes (1 to 9)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve /debug/pprof/ on every metrics address")
@@ -153,6 +155,13 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
+	secrets, fresh, err := loadDevSecrets(dataDir)
+	if err != nil {
+		return err
+	}
+	if err := secureDevClusters(ctx, clusters, secrets, fresh, dataDir); err != nil {
+		return err
+	}
 	metaCluster := clusters[0]
 	metaCli, err := metaCluster.Client()
 	if err != nil {
@@ -178,6 +187,12 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 			return err
 		}
 	}
+	if secrets.OperatorKey, err = ensureDevKey(ctx, store, secrets.OperatorKey, "", meta.RoleOperator, "dev-operator"); err != nil {
+		return err
+	}
+	if err := secrets.save(dataDir); err != nil {
+		return err
+	}
 
 	var servers []*serve.Server
 	stopServer := func(s *serve.Server) func() {
@@ -190,24 +205,34 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 		}
 	}
 
-	proxyClients := meta.NewClients(store, nil)
+	proxyClients := meta.NewClients(store, secrets.etcdConfig)
 	stack.push(proxyClients.Close)
 	proxyReg := newRegistry()
+	proxyAuth, err := devServerOptions(store, lg.Named("proxy-auth"), proxyReg)
+	if err != nil {
+		return err
+	}
 	proxy, err := shardproxy.New(store, proxyClients, shardproxy.Config{Logger: lg.Named("proxy"), Registerer: proxyReg})
 	if err != nil {
 		return err
 	}
 	proxySrv, err := serve.New(serve.Options{
-		ListenAddr:  layout.proxy(),
-		MetricsAddr: layout.proxyMetrics(),
-		EnablePprof: f.enablePprof,
-		Registry:    proxyReg,
-		Logger:      lg.Named("proxy-serve"),
+		ServerOptions: proxyAuth,
+		ListenAddr:    layout.proxy(),
+		MetricsAddr:   layout.proxyMetrics(),
+		EnablePprof:   f.enablePprof,
+		Registry:      proxyReg,
+		Logger:        lg.Named("proxy-serve"),
+		Ready:         proxy.Ready,
+		Drain:         proxy.Close,
 	})
 	if err != nil {
 		return err
 	}
 	proxy.Register(proxySrv.GRPC())
+	if err := proxySrv.SetGateway(layout.proxyHTTP(), proxy.HTTPGateway); err != nil {
+		return err
+	}
 	proxyAddrs, err := proxySrv.Start()
 	stack.push(stopServer(proxySrv))
 	if err != nil {
@@ -218,9 +243,13 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	caches := make([]*cache.Cache, f.cacheNodes)
 	cacheAddrs := make([]serve.Addrs, f.cacheNodes)
 	for i := range caches {
-		clients := meta.NewClients(store, nil)
+		clients := meta.NewClients(store, secrets.etcdConfig)
 		stack.push(clients.Close)
 		reg := newRegistry()
+		cacheAuth, err := devServerOptions(store, lg.Named(fmt.Sprintf("cache-%d-auth", i)), reg)
+		if err != nil {
+			return err
+		}
 		c, err := cache.New(store, clients, cache.Config{
 			Logger:     lg.Named(fmt.Sprintf("cache-%d", i)),
 			NodeName:   fmt.Sprintf("dev-cache-%d", i),
@@ -230,13 +259,14 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 			return err
 		}
 		srv, err := serve.New(serve.Options{
-			ListenAddr:  layout.cache(i),
-			MetricsAddr: layout.cacheMetrics(i),
-			EnablePprof: f.enablePprof,
-			Registry:    reg,
-			Logger:      lg.Named(fmt.Sprintf("cache-%d-serve", i)),
-			Ready:       cacheReady(c),
-			Drain:       c.Close,
+			ServerOptions: cacheAuth,
+			ListenAddr:    layout.cache(i),
+			MetricsAddr:   layout.cacheMetrics(i),
+			EnablePprof:   f.enablePprof,
+			Registry:      reg,
+			Logger:        lg.Named(fmt.Sprintf("cache-%d-serve", i)),
+			Ready:         cacheReady(c),
+			Drain:         c.Close,
 		})
 		if err != nil {
 			c.Close()
@@ -252,18 +282,27 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 		servers = append(servers, srv)
 	}
 
+	// dev's own calls go to its plaintext proxy with its operator key,
+	// whatever the client flags or variables say.
+	a.apiKey, a.tls = secrets.OperatorKey, tlsconfig.Files{}
 	if err := a.devDemo(ctx, proxyAddrs.GRPC); err != nil {
 		return fmt.Errorf("demo tenant: %s", errorMessage(err))
+	}
+	if secrets.DemoKey, err = ensureDevKey(ctx, store, secrets.DemoKey, devTenant, meta.RoleWriter, "dev-demo"); err != nil {
+		return err
+	}
+	if err := secrets.save(dataDir); err != nil {
+		return err
 	}
 	if err := waitCachesReady(ctx, caches); err != nil {
 		return err
 	}
 
-	configPath, err := a.writeDevClientConfig(proxyAddrs, cacheAddrs)
+	configPath, err := a.writeDevClientConfig(proxyAddrs, cacheAddrs, secrets.OperatorKey)
 	if err != nil {
 		return err
 	}
-	a.printDevBanner(dataDir, clusters, proxyAddrs, cacheAddrs, configPath)
+	a.printDevBanner(dataDir, clusters, proxyAddrs, cacheAddrs, configPath, secrets)
 
 	failed := make(chan error, len(servers))
 	done := make(chan struct{})
@@ -374,8 +413,8 @@ func waitCachesReady(ctx context.Context, caches []*cache.Cache) error {
 }
 
 // writeDevClientConfig points the client config file at this cluster,
-// keeping the file's other settings.
-func (a *app) writeDevClientConfig(proxy serve.Addrs, caches []serve.Addrs) (string, error) {
+// with its operator key, keeping the file's other settings.
+func (a *app) writeDevClientConfig(proxy serve.Addrs, caches []serve.Addrs, apiKey string) (string, error) {
 	path, err := clientconfig.Resolve(a.clientConfig)
 	if err != nil {
 		return "", err
@@ -385,6 +424,7 @@ func (a *app) writeDevClientConfig(proxy serve.Addrs, caches []serve.Addrs) (str
 		return "", fmt.Errorf("%w (fix or remove it, or pass --client-config)", err)
 	}
 	cfg.Endpoints = []string{proxy.GRPC}
+	cfg.APIKey = apiKey
 	cfg.CacheEndpoints = nil
 	for _, c := range caches {
 		cfg.CacheEndpoints = append(cfg.CacheEndpoints, c.GRPC)
@@ -395,7 +435,7 @@ func (a *app) writeDevClientConfig(proxy serve.Addrs, caches []serve.Addrs) (str
 	return path, nil
 }
 
-func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, proxy serve.Addrs, caches []serve.Addrs, configPath string) {
+func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, proxy serve.Addrs, caches []serve.Addrs, configPath string, secrets *devSecrets) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nconfetti dev: a whole cluster in this process, data in %s\n\n", dataDir)
 	row := func(name, addr, note string) {
@@ -409,6 +449,7 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 		row("etcd "+name, strings.Join(clusters[k].Endpoints(), ","), note)
 	}
 	row("shard proxy", proxy.GRPC, "gRPC: Tenants, Shards, KV, Leases, Releases")
+	row("proxy HTTP", "http://"+proxy.Gateway, "HTTP/JSON: /v1/tenants, /v1/tenants/{tenant}/kv/{key}, ...")
 	for i, c := range caches {
 		row(fmt.Sprintf("cache %d", i), c.GRPC, "gRPC: Cache (Subscribe, Range, Status)")
 	}
@@ -417,6 +458,9 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 		row(fmt.Sprintf("cache %d metrics", i), "http://"+c.Metrics, "/metrics /healthz /readyz")
 	}
 	fmt.Fprintf(&b, "\n  client config   %s\n", configPath)
+	fmt.Fprintf(&b, "  operator key    %s\n                  (in the client config file: every verb uses it)\n", secrets.OperatorKey)
+	fmt.Fprintf(&b, "  demo key        %s\n                  (writer of tenant %q)\n", secrets.DemoKey, devTenant)
+	fmt.Fprintf(&b, "  etcd user       %s, password in %s\n", devEtcdUser, filepath.Join(dataDir, devSecretsFile))
 	fmt.Fprintf(&b, "\nTenant %q holds", devTenant)
 	for i, d := range devDemo {
 		if i > 0 {
@@ -433,6 +477,9 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 		"confetti tenant list",
 	} {
 		fmt.Fprintf(&b, "  %s\n", c)
+	}
+	if proxy.Gateway != "" {
+		fmt.Fprintf(&b, "  curl -H 'X-API-Key: %s' http://%s/v1/tenants/%s/kv/%s\n", secrets.DemoKey, proxy.Gateway, devTenant, devDemo[0].key)
 	}
 	b.WriteString("\nCtrl-C stops everything; the data stays for the next start.\n")
 	b.WriteString(readyLine + "\n")

@@ -58,6 +58,7 @@ func startDev(t *testing.T, dataDir, clientConfig string) *devRun {
 	for !strings.Contains(out.String(), readyLine) {
 		select {
 		case err := <-d.done:
+			d.done <- err // for stop
 			t.Fatalf("dev exited before it was ready: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
 		case <-deadline.C:
 			t.Fatalf("dev not ready in time\nstdout:\n%s\nstderr:\n%s", out, errOut)
@@ -134,9 +135,13 @@ func TestDevServesTheBannerCommandsAndKeepsDataAcrossRestarts(t *testing.T) {
 	if out := cli(t, clientConfig, "tenant", "list"); !regexp.MustCompile(`^acme shard-[abc]\ndemo shard-[abc]\n$`).MatchString(out) {
 		t.Fatalf("tenant list printed %q", out)
 	}
+	keys := checkDevAuth(t, dataDir, banner, clientConfig)
 	d.stopped(t)
 
 	d = startDev(t, dataDir, clientConfig)
+	if again := devKeysOf(t, d.out.String()); again != keys {
+		t.Fatalf("after a restart dev shows keys %+v, want the same as before, %+v", again, keys)
+	}
 	if out := cli(t, clientConfig, "kv", "get", "--tenant", "acme", "/routes/1"); out != "/routes/1 {\"uri\":\"/hello\"}\n" {
 		t.Fatalf("after a restart kv get printed %q", out)
 	}

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/shardproxy"
@@ -13,8 +12,9 @@ import (
 
 func newProxyCommand(a *app) *cobra.Command {
 	var (
-		rf  roleFlags
-		cfg shardproxy.Config
+		rf       roleFlags
+		cfg      shardproxy.Config
+		httpAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -22,28 +22,40 @@ func newProxyCommand(a *app) *cobra.Command {
 		Long: `Run a shard proxy against the meta etcd cluster named by --meta-endpoints.
 The proxy is stateless: run several behind one address. It reads the shard
 registry and placement table from meta and routes each tenant's requests
-to its shard.`,
-		Example: `  confetti proxy --meta-endpoints http://10.0.0.1:2379 --listen-addr :7700 --metrics-addr :7790
+to its shard. --http-addr serves the same API as HTTP/JSON.`,
+		Example: `  confetti proxy --meta-endpoints http://10.0.0.1:2379 --listen-addr :7700 --http-addr :7701 --metrics-addr :7790
   confetti proxy --config-file proxy.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runRole(cmd.Context(), "proxy", &rf, func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry) (roleParts, error) {
 				cfg.Logger = lg.Named("proxy")
 				cfg.Registerer = reg
+				var gatewayOpts []grpc.DialOption
+				if httpAddr != "" {
+					var err error
+					if gatewayOpts, err = gatewayDialOptions(rf.listen.tls); err != nil {
+						return roleParts{}, err
+					}
+				}
 				p, err := shardproxy.New(store, clients, cfg)
 				if err != nil {
 					return roleParts{}, err
 				}
-				return roleParts{register: p.Register, ready: func() error { return nil }}, nil
+				return roleParts{register: p.Register, ready: p.Ready, drain: p.Close, gatewayAddr: httpAddr, gateway: p.HTTPGatewayWith(gatewayOpts...)}, nil
 			})
 		},
 	}
 	fs := cmd.Flags()
 	rf.register(fs, ":7700", ":7790")
-	fs.IntVar(&cfg.MaxKeyBytes, "max-key-bytes", 4096, "largest key a caller may write, in bytes")
-	fs.IntVar(&cfg.MaxValueBytes, "max-value-bytes", 1<<20, "largest value a caller may write, in bytes")
-	fs.Int64Var(&cfg.MaxTTL, "max-ttl", 86400, "largest TTL of a put, in seconds")
-	fs.IntVar(&cfg.MaxRangeKeys, "max-range-keys", 10000, "most keys one range returns before it is continued")
-	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "bound of each etcd request the proxy makes on a shard")
+	fs.StringVar(&httpAddr, "http-addr", ":7701", "HTTP/JSON admin API address (the gRPC API through grpc-gateway, and /v1/tenants/{tenant}/kv/{key}); empty disables it")
+	d := shardproxy.DefaultConfig()
+	fs.IntVar(&cfg.MaxKeyBytes, "max-key-bytes", d.MaxKeyBytes, "largest key a caller may write, in bytes")
+	fs.IntVar(&cfg.MaxValueBytes, "max-value-bytes", d.MaxValueBytes, "largest value a caller may write, in bytes")
+	fs.Int64Var(&cfg.MaxTTL, "max-ttl", d.MaxTTL, "largest TTL of a put, a lease or a registered instance, in seconds")
+	fs.IntVar(&cfg.MaxRangeKeys, "max-range-keys", d.MaxRangeKeys, "most keys one range returns before it is continued")
+	fs.IntVar(&cfg.MaxTxnOps, "max-txn-ops", d.MaxTxnOps, "most compares plus ops in one transaction (keep below the shards' --max-txn-ops)")
+	fs.Float64Var(&cfg.TenantRPS, "tenant-rps", d.TenantRPS, "requests per second one tenant may make on this proxy; negative: no limit")
+	fs.IntVar(&cfg.TenantBurst, "tenant-burst", 0, "requests a tenant may make at once after a quiet spell (0: twice --tenant-rps)")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", d.RequestTimeout, "bound of each etcd request the proxy makes on a shard")
 	return cmd
 }

@@ -28,6 +28,8 @@ type roleFlags struct {
 	logLevel        string
 	configFile      string
 	shutdownTimeout time.Duration
+	etcd            etcdFlags
+	listen          listenFlags
 }
 
 func (f *roleFlags) register(fs *pflag.FlagSet, listen, metrics string) {
@@ -38,6 +40,8 @@ func (f *roleFlags) register(fs *pflag.FlagSet, listen, metrics string) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.configFile, "config-file", "", "YAML file whose keys are this command's flag names (flags and CONFETTI_* variables win over it)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may wait for running requests")
+	f.etcd.register(fs)
+	f.listen.register(fs)
 }
 
 // roleParts is what a server role plugs into runRole.
@@ -47,6 +51,10 @@ type roleParts struct {
 	ready func() error
 	// drain, if set, ends the role's streams during a graceful stop.
 	drain func()
+	// gateway, when gatewayAddr is set, serves an HTTP gateway to the
+	// role's gRPC server on gatewayAddr.
+	gatewayAddr string
+	gateway     serve.GatewayFunc
 }
 
 // newRegistry returns a metrics registry holding the Go and process
@@ -68,13 +76,11 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 	defer lg.Sync()
 	lg = lg.With(zap.String("role", name))
 
-	metaCli, err := clientv3.New(clientv3.Config{
-		Endpoints:            f.metaEndpoints,
-		DialTimeout:          5 * time.Second,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
-		Logger:               lg.Named("meta-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
-	})
+	etcdConfig, err := f.etcd.clientConfig(lg.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
+	if err != nil {
+		return err
+	}
+	metaCli, err := clientv3.New(etcdConfig(f.metaEndpoints))
 	if err != nil {
 		return fmt.Errorf("meta etcd %v: %w", f.metaEndpoints, err)
 	}
@@ -84,17 +90,22 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 		return err
 	}
 	defer store.Close()
-	clients := meta.NewClients(store, nil)
+	clients := meta.NewClients(store, etcdConfig)
 	defer clients.Close()
 
 	reg := newRegistry()
+	sopts, err := f.listen.serverOptions(store, lg, reg)
+	if err != nil {
+		return err
+	}
 	var parts roleParts
 	srv, err := serve.New(serve.Options{
-		ListenAddr:  f.listenAddr,
-		MetricsAddr: f.metricsAddr,
-		EnablePprof: f.enablePprof,
-		Registry:    reg,
-		Logger:      lg.Named("serve"),
+		ServerOptions: sopts,
+		ListenAddr:    f.listenAddr,
+		MetricsAddr:   f.metricsAddr,
+		EnablePprof:   f.enablePprof,
+		Registry:      reg,
+		Logger:        lg.Named("serve"),
 		Ready: func() error {
 			if !store.Ready() {
 				return fmt.Errorf("meta not loaded yet from %v", f.metaEndpoints)
@@ -116,12 +127,16 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 		return err
 	}
 	parts.register(srv.GRPC())
+	if err := srv.SetGateway(parts.gatewayAddr, parts.gateway); err != nil {
+		srv.Stop(context.Background())
+		return err
+	}
 	addrs, err := srv.Start()
 	if err != nil {
 		srv.Stop(context.Background())
 		return err
 	}
-	lg.Info("serving", zap.String("grpc-addr", addrs.GRPC), zap.String("metrics-addr", addrs.Metrics), zap.Strings("meta-endpoints", f.metaEndpoints))
+	lg.Info("serving", zap.String("grpc-addr", addrs.GRPC), zap.String("metrics-addr", addrs.Metrics), zap.String("http-addr", addrs.Gateway), zap.Strings("meta-endpoints", f.metaEndpoints))
 
 	var runErr error
 	select {

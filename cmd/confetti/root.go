@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -17,13 +18,13 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"gopkg.in/yaml.v3"
 
 	"github.com/confetti-io/confetti/internal/clientconfig"
+	"github.com/confetti-io/confetti/internal/tlsconfig"
 )
 
 // Built-in client defaults: the endpoints `confetti dev` listens on.
@@ -49,6 +50,9 @@ type app struct {
 	clientConfig   string
 	dialTimeout    time.Duration
 	commandTimeout time.Duration
+	// apiKey and tls secure the client verbs' connections (security.go).
+	apiKey string
+	tls    tlsconfig.Files
 }
 
 func newApp(out, errOut io.Writer) *app {
@@ -80,9 +84,10 @@ verbs) or --config-file (server roles), which win over the default.`,
 	pf.StringSliceVar(&a.endpoints, "endpoints", []string{defaultProxyEndpoint}, "shard proxy gRPC addresses, comma separated")
 	pf.StringSliceVar(&a.cacheEndpoints, "cache-endpoints", defaultCacheEndpoints, "cache node gRPC addresses, comma separated (kv watch)")
 	pf.StringVarP(&a.writeOut, "write-out", "w", "simple", "output format: simple or json")
-	pf.StringVar(&a.clientConfig, "client-config", defaultClientConfig, "client config file (endpoints, cache-endpoints); written by 'confetti dev'")
+	pf.StringVar(&a.clientConfig, "client-config", defaultClientConfig, "client config file (endpoints, cache-endpoints, api-key); written by 'confetti dev'")
 	pf.DurationVar(&a.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for a connection to an endpoint")
 	pf.DurationVar(&a.commandTimeout, "command-timeout", 10*time.Second, "how long one request may take")
+	a.registerClientSecurityFlags(pf)
 
 	root.AddCommand(
 		newDevCommand(a),
@@ -90,6 +95,10 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newCacheCommand(a),
 		newTenantCommand(a),
 		newKVCommand(a),
+		newLeaseCommand(a),
+		newSvcCommand(a),
+		newShardCommand(a),
+		newKeyCommand(a),
 	)
 	return root
 }
@@ -243,6 +252,9 @@ func (a *app) applyClientConfig(fs *pflag.FlagSet) error {
 	if len(cfg.CacheEndpoints) > 0 {
 		values["cache-endpoints"] = strings.Join(cfg.CacheEndpoints, ",")
 	}
+	if cfg.APIKey != "" {
+		values["api-key"] = cfg.APIKey
+	}
 	return applyValues(fs, values, "client config "+path)
 }
 
@@ -257,13 +269,21 @@ func (a *app) dial(ctx context.Context, what, flag string, endpoints []string) (
 	addrs := make([]resolver.Address, len(endpoints))
 	for i, ep := range endpoints {
 		addrs[i] = resolver.Address{Addr: ep}
+		// With TLS, each endpoint's certificate is checked against its
+		// own host, not the resolver's target.
+		if host, _, err := net.SplitHostPort(ep); err == nil {
+			addrs[i].ServerName = host
+		}
 	}
 	r.InitialState(resolver.State{Addresses: addrs})
-	cc, err := grpc.NewClient(r.Scheme()+":///confetti",
+	sec, err := a.securityDialOptions()
+	if err != nil {
+		return nil, err
+	}
+	cc, err := grpc.NewClient(r.Scheme()+":///confetti", append([]grpc.DialOption{
 		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}, sec...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -11,10 +11,10 @@ import (
 func newTenantCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:         "tenant",
-		Short:       "Create and list tenants",
+		Short:       "Create and list tenants, and manage their API keys",
 		Annotations: map[string]string{clientAnnotation: ""},
 	}
-	cmd.AddCommand(newTenantCreateCommand(a), newTenantListCommand(a))
+	cmd.AddCommand(newTenantCreateCommand(a), newTenantListCommand(a), newTenantKeyCommand(a))
 	return cmd
 }
 
@@ -30,6 +30,7 @@ func (a *app) withProxy(ctx context.Context, fn func(ctx context.Context, cc pro
 	return fn(ctx, proxyClients{
 		tenants: pb.NewTenantsClient(cc),
 		kv:      pb.NewKVClient(cc),
+		shards:  pb.NewShardsClient(cc),
 	})
 }
 
@@ -37,6 +38,7 @@ func (a *app) withProxy(ctx context.Context, fn func(ctx context.Context, cc pro
 type proxyClients struct {
 	tenants pb.TenantsClient
 	kv      pb.KVClient
+	shards  pb.ShardsClient
 }
 
 func newTenantCreateCommand(a *app) *cobra.Command {

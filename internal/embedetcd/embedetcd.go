@@ -52,6 +52,8 @@ type Cluster struct {
 	mu      sync.Mutex
 	members []*embed.Etcd
 	closed  bool
+	// auth, once EnableAuth has run, is the account Client connects as.
+	auth *Auth
 }
 
 // Start starts a cluster and waits until it has a leader and serves
@@ -134,6 +136,10 @@ func (c *Cluster) start(ctx context.Context) error {
 		ec.InitialCluster = strings.Join(initial, ",")
 		ec.InitialClusterToken = "confetti-" + c.cfg.Name
 		ec.UnsafeNoFsync = true
+		// Passwords of disposable clusters need no costly hashing: the
+		// lowest bcrypt cost (bcrypt.MinCost) keeps authenticating cheap
+		// under the race detector.
+		ec.BcryptCost = 4
 		ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.cfg.Logger.Named(ec.Name))
 		ec.WatchProgressNotifyInterval = 5 * time.Second
 		if c.cfg.Tune != nil {
@@ -241,13 +247,20 @@ func (c *Cluster) Endpoints() []string {
 	return eps
 }
 
-// Client returns a new client of the cluster; the caller closes it.
+// Client returns a new client of the cluster, authenticated as the user
+// of EnableAuth once it has run; the caller closes it.
 func (c *Cluster) Client() (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   c.Endpoints(),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
-	})
+	}
+	c.mu.Lock()
+	if c.auth != nil {
+		cfg.Username, cfg.Password = c.auth.User, c.auth.Password
+	}
+	c.mu.Unlock()
+	return clientv3.New(cfg)
 }
 
 // Member returns member i, for tests that stop or inspect one member.

@@ -8,6 +8,7 @@
 //	/confetti/t/<tenant>/cfg/<item>/release            release record
 //	/confetti/t/<tenant>/svc/<service>/<instance>      service instances
 //	/confetti/t/<tenant>/fence                         set while moving away
+//	/confetti/t/<tenant>/lease/<lease id>              binds a lease to the tenant
 //
 // Callers never see the physical prefix: the shard proxy builds physical
 // keys and ranges with this package, which keeps every range inside one

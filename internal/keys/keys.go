@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -24,6 +25,8 @@ const (
 	SpaceCfg = "cfg/"
 
 	fence = "fence"
+	// lease holds the owner keys that bind leases to the tenant.
+	lease = "lease/"
 )
 
 // Spaces lists the namespaces a subscription may see, in key order.
@@ -31,7 +34,8 @@ var Spaces = []string{SpaceCfg, SpaceKV, SpaceSvc}
 
 var (
 	// ErrInvalidName is returned for a tenant or shard name outside
-	// [a-z0-9][a-z0-9-]{0,62}.
+	// [a-z0-9][a-z0-9-]{0,62}, and for a service or instance name outside
+	// [a-zA-Z0-9._-]{1,128}.
 	ErrInvalidName = rpcerr.New(codes.InvalidArgument, "keys: invalid name")
 	// ErrEmptyKey is returned for a request without a key.
 	ErrEmptyKey = rpcerr.New(codes.InvalidArgument, "keys: empty key")
@@ -52,6 +56,17 @@ func ValidName(kind, name string) error {
 	return nil
 }
 
+var svcNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,128}$`)
+
+// ValidSvcName checks a service or instance name: kind names which one in
+// the error.
+func ValidSvcName(kind, name string) error {
+	if !svcNameRE.MatchString(name) {
+		return fmt.Errorf("%w: %s %q must match [a-zA-Z0-9._-]{1,128} (letters, digits, dots, underscores and dashes, at most 128)", ErrInvalidName, kind, name)
+	}
+	return nil
+}
+
 // Tenant returns the prefix of all of a tenant's keys.
 func Tenant(tenant string) string { return Root + tenant + "/" }
 
@@ -61,6 +76,26 @@ func KV(tenant string) string { return Tenant(tenant) + SpaceKV }
 // Fence returns the key that, while present, refuses every write of the
 // tenant on this shard.
 func Fence(tenant string) string { return Tenant(tenant) + fence }
+
+// SvcPrefix returns the prefix of every instance of a service of the
+// tenant. Service names never contain "/" (see ValidSvcName), so the
+// prefix of one service never covers another's.
+func SvcPrefix(tenant, service string) string {
+	return Tenant(tenant) + SpaceSvc + service + "/"
+}
+
+// Svc returns the key of one registered instance of a service.
+func Svc(tenant, service, instance string) string {
+	return SvcPrefix(tenant, service) + instance
+}
+
+// LeaseOwner returns the key that binds lease id to the tenant: it is
+// written attached to the lease when the lease is granted for the tenant,
+// so it exists exactly while the lease lives. It lies outside the visible
+// namespaces, so subscribers never see it.
+func LeaseOwner(tenant string, id int64) string {
+	return Tenant(tenant) + lease + strconv.FormatInt(id, 10)
+}
 
 // Split splits a physical key into its tenant and the key relative to the
 // tenant's prefix. ok is false for keys outside Root.

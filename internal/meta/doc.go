@@ -1,11 +1,12 @@
 // Package meta is the meta store: the shard registry, the tenant placement
-// table and the cluster-wide secrets, kept in the meta etcd cluster and
-// mirrored in memory by a watch.
+// table, the API key records and the cluster-wide secrets, kept in the meta
+// etcd cluster and mirrored in memory by a watch.
 //
 // Both the shard proxy and the cache nodes run a Store. Reads (Tenant,
-// Shard, Shards) are answered from memory, so routing costs no etcd round
-// trip and keeps working from the last known placement while meta is down.
-// Writes (AddShard, CreateTenant) are create-only transactions, so several
+// Shard, Shards, APIKey) are answered from memory, so routing and checking
+// an API key cost no etcd round trip and keep working from the last known
+// state while meta is down. Writes (AddShard, CreateTenant, CreateAPIKey)
+// are create-only transactions, so several
 // proxies can run side by side with no state but meta and still agree:
 //
 //	st, err := meta.New(metaClient, meta.Config{Logger: lg})

@@ -110,6 +110,7 @@ type Store struct {
 	mu      sync.RWMutex
 	shards  map[string]Shard
 	tenants map[string]Tenant
+	apiKeys map[string]APIKey
 	rev     int64
 	changed chan struct{}
 
@@ -147,6 +148,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		lg:      cfg.Logger,
 		shards:  map[string]Shard{},
 		tenants: map[string]Tenant{},
+		apiKeys: map[string]APIKey{},
 		changed: make(chan struct{}),
 		ready:   make(chan struct{}),
 		ctx:     ctx,
@@ -309,6 +311,49 @@ func (s *Store) AddShard(ctx context.Context, sh Shard) (Shard, error) {
 	return cur, nil
 }
 
+// SetShardState changes a shard's state (draining shards keep their
+// tenants but take no new ones) with a compare-and-swap on the record, so
+// a concurrent change of the shard is never overwritten.
+func (s *Store) SetShardState(ctx context.Context, id string, state ShardState) (Shard, error) {
+	if state != ShardActive && state != ShardDraining {
+		return Shard{}, fmt.Errorf("%w: shard state %q must be %q or %q", ErrInvalid, state, ShardActive, ShardDraining)
+	}
+	key := shardsPrefix + id
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	for {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return Shard{}, fmt.Errorf("%w: read shard %q: %w", ErrUnavailable, id, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return Shard{}, fmt.Errorf("%w: %q (list shards with `confetti shard list`)", ErrShardNotFound, id)
+		}
+		var sh Shard
+		if err := json.Unmarshal(resp.Kvs[0].Value, &sh); err != nil {
+			return Shard{}, fmt.Errorf("meta: decode shard %q: %w", id, err)
+		}
+		if sh.State == state {
+			return sh, nil
+		}
+		sh.State = state
+		b, err := json.Marshal(sh)
+		if err != nil {
+			return Shard{}, err
+		}
+		txn, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpPut(key, string(b))).
+			Commit()
+		if err != nil {
+			return Shard{}, fmt.Errorf("%w: update shard %q: %w", ErrUnavailable, id, err)
+		}
+		if txn.Succeeded {
+			return sh, s.waitRevision(ctx, txn.Header.Revision)
+		}
+	}
+}
+
 // CreateTenant places a new tenant: rendezvous hashing over the active
 // shards proposes, the bounded-load cap filters, and a create-only
 // transaction records the choice. When two proxies create the same tenant at
@@ -437,11 +482,12 @@ func (s *Store) list() (int64, error) {
 	}
 	shards := map[string]Shard{}
 	tenants := map[string]Tenant{}
+	apiKeys := map[string]APIKey{}
 	for _, kv := range resp.Kvs {
-		s.decode(kv, shards, tenants)
+		s.decode(kv, shards, tenants, apiKeys)
 	}
 	s.mu.Lock()
-	s.shards, s.tenants = shards, tenants
+	s.shards, s.tenants, s.apiKeys = shards, tenants, apiKeys
 	s.rev = resp.Header.Revision
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -465,10 +511,12 @@ func (s *Store) watch(rev int64) error {
 					delete(s.shards, id)
 				} else if t, ok := strings.CutPrefix(name, tenantsPrefix); ok {
 					delete(s.tenants, t)
+				} else if id, ok := strings.CutPrefix(name, apiKeysPrefix); ok {
+					delete(s.apiKeys, id)
 				}
 				continue
 			}
-			s.decode(ev.Kv, s.shards, s.tenants)
+			s.decode(ev.Kv, s.shards, s.tenants, s.apiKeys)
 		}
 		if wr.Header.Revision > s.rev {
 			s.rev = wr.Header.Revision
@@ -479,7 +527,7 @@ func (s *Store) watch(rev int64) error {
 	return errors.New("meta: watch closed")
 }
 
-func (s *Store) decode(kv *mvccpb.KeyValue, shards map[string]Shard, tenants map[string]Tenant) {
+func (s *Store) decode(kv *mvccpb.KeyValue, shards map[string]Shard, tenants map[string]Tenant, apiKeys map[string]APIKey) {
 	key := string(kv.Key)
 	switch {
 	case strings.HasPrefix(key, shardsPrefix):
@@ -496,6 +544,8 @@ func (s *Store) decode(kv *mvccpb.KeyValue, shards map[string]Shard, tenants map
 			return
 		}
 		tenants[t.Name] = t
+	case strings.HasPrefix(key, apiKeysPrefix):
+		s.decodeAPIKey(kv, apiKeys)
 	}
 }
 

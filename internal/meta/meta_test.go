@@ -122,3 +122,36 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestDrainedShardTakesNoNewTenants(t *testing.T) {
+	c := embedetcd.NewForTest(t, 1)
+	st := newStore(t, c)
+	ctx := context.Background()
+	for _, id := range []string{"s1", "s2"} {
+		if _, err := st.AddShard(ctx, Shard{ID: id, Endpoints: []string{"http://" + id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh, err := st.SetShardState(ctx, "s1", ShardDraining)
+	if err != nil || sh.State != ShardDraining {
+		t.Fatalf("drain: %v, %v", sh, err)
+	}
+	for i := 0; i < 20; i++ {
+		tn, _, err := st.CreateTenant(ctx, fmt.Sprintf("t%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tn.Shard != "s2" {
+			t.Fatalf("tenant %s placed on draining shard %s", tn.Name, tn.Shard)
+		}
+	}
+	if _, err := st.SetShardState(ctx, "nope", ShardDraining); !errors.Is(err, ErrShardNotFound) {
+		t.Fatalf("unknown shard: %v", err)
+	}
+	if _, err := st.SetShardState(ctx, "s1", "gone"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad state: %v", err)
+	}
+	if _, err := st.SetShardState(ctx, "s1", ShardDraining); err != nil {
+		t.Fatalf("draining twice: %v", err)
+	}
+}

@@ -17,6 +17,11 @@
 //	...
 //	err = srv.Stop(ctx) // graceful until ctx is done, then hard
 //
+// A role with an HTTP/JSON gateway over its own gRPC API (the shard
+// proxy's) adds it with SetGateway before Start; it is served on its own
+// address and stopped before the gRPC server, so that the requests it
+// forwards finish first.
+//
 // Readiness is one function: /readyz answers 200 while it returns nil and
 // 503 with its error as the reason otherwise, and the gRPC health status of
 // the server and of every registered service follows it.

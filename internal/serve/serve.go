@@ -82,6 +82,9 @@ type Addrs struct {
 	GRPC string
 	// Metrics is the bound HTTP address, empty without an HTTP server.
 	Metrics string
+	// Gateway is the bound address of the gateway set by SetGateway, empty
+	// without one.
+	Gateway string
 }
 
 // Server is a gRPC server and its operator HTTP server. Its methods are
@@ -93,6 +96,7 @@ type Server struct {
 	health  *health.Server
 	metrics *grpcprom.ServerMetrics
 	http    *http.Server
+	gw      *gateway
 
 	stopping atomic.Bool
 	errc     chan error
@@ -161,7 +165,7 @@ func New(opts Options) (*Server, error) {
 		grpc:    grpc.NewServer(sopts...),
 		health:  health.NewServer(),
 		metrics: metrics,
-		errc:    make(chan error, 2),
+		errc:    make(chan error, 3),
 	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -225,6 +229,15 @@ func (s *Server) Start() (Addrs, error) {
 		}
 		addrs.Metrics = hlis.Addr().String()
 	}
+	if s.gw != nil {
+		if addrs.Gateway, err = s.gw.listen(addrs.GRPC); err != nil {
+			glis.Close()
+			if hlis != nil {
+				hlis.Close()
+			}
+			return Addrs{}, err
+		}
+	}
 	s.started = true
 	s.lg.Info("grpc server listening", zap.String("addr", addrs.GRPC))
 	if hlis != nil {
@@ -257,6 +270,9 @@ func (s *Server) Start() (Addrs, error) {
 			}
 		}()
 	}
+	if s.gw != nil {
+		s.serveGateway(addrs.Gateway)
+	}
 	return addrs, nil
 }
 
@@ -286,6 +302,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.cancel()
 	s.lg.Info("stopping servers")
+	if s.gw != nil {
+		s.gw.shutdown(ctx)
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -312,6 +331,9 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.http.Close()
 	}
 	s.wg.Wait()
+	if s.gw != nil {
+		s.gw.done()
+	}
 	return err
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/confetti-io/confetti/internal/embedetcd"
@@ -21,9 +22,27 @@ type Cluster struct {
 	ShardIDs []string
 }
 
+// Option changes how New starts the clusters.
+type Option func(*embedetcd.Config)
+
+// WithFsync makes the shards' etcd sync their log to disk as a production
+// etcd does (tests run without it), for benchmarks whose figures should
+// reflect a real write path.
+func WithFsync() Option {
+	return func(c *embedetcd.Config) {
+		prev := c.Tune
+		c.Tune = func(ec *embed.Config) {
+			if prev != nil {
+				prev(ec)
+			}
+			ec.UnsafeNoFsync = false
+		}
+	}
+}
+
 // New starts a meta cluster and n one-member shard clusters, in parallel,
 // and registers the shards.
-func New(t testing.TB, n int) *Cluster {
+func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
 	c := &Cluster{Shards: map[string]*embedetcd.Cluster{}}
 	var mu sync.Mutex
@@ -33,7 +52,13 @@ func New(t testing.TB, n int) *Cluster {
 		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		ec, err := embedetcd.Start(ctx, embedetcd.Config{Name: name})
+		cfg := embedetcd.Config{Name: name}
+		if name != "meta" {
+			for _, o := range opts {
+				o(&cfg)
+			}
+		}
+		ec, err := embedetcd.Start(ctx, cfg)
 		if err != nil {
 			errs <- err
 			return

@@ -1,0 +1,151 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/watchcheck"
+)
+
+// reconnecting is a subscriber that drops its stream every few messages
+// and resumes with its last token, alternating between nodes.
+func reconnecting(ctx context.Context, t *testing.T, nodes []*node, tenant string, s *watchcheck.Stream, every int) error {
+	token := ""
+	for round := 0; ctx.Err() == nil; round++ {
+		n := nodes[round%len(nodes)]
+		sctx, cancel := context.WithCancel(ctx)
+		st, err := n.cli.Subscribe(sctx)
+		if err != nil {
+			cancel()
+			return err
+		}
+		s.Subscribed(token)
+		if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tenant, Token: token}}}); err != nil {
+			cancel()
+			return err
+		}
+		for i := 0; i < every; i++ {
+			m, err := st.Recv()
+			if err != nil {
+				cancel()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("round %d: %w", round, err)
+			}
+			s.Received(m)
+			if tok := s.LastToken(); tok != "" {
+				token = tok
+			}
+		}
+		cancel()
+	}
+	return nil
+}
+
+func TestCompactionUnderLoadNeverReachesSubscribers(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	cli := f.shardOf(t, "acme")
+	ctx := context.Background()
+	ref, err := watchcheck.StartReference(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Stop()
+	cfg := Config{ProgressInterval: 100 * time.Millisecond, HistoryMaxEvents: 200}
+	nodes := []*node{startNode(t, f.tc, "node-1", cfg), startNode(t, f.tc, "node-2", cfg)}
+
+	var connected []*checked
+	for i := 0; i < 3; i++ {
+		connected = append(connected, subscribeChecked(t, nodes[i%2], "acme", nil, false))
+	}
+	for _, c := range connected {
+		c.opts.Merged = true
+	}
+	wctx, stop := context.WithCancel(ctx)
+	var writers, others sync.WaitGroup
+	var mu sync.Mutex
+	var last int64
+	var writeErr, compactErr, reconnectErr error
+	writers.Add(1)
+	go func() {
+		defer writers.Done()
+		for i := 0; i < 600; i++ {
+			k := keys.Tenant("acme") + fmt.Sprintf("kv/k%02d", i%40)
+			var rev int64
+			if i%9 == 0 {
+				resp, err := cli.Delete(wctx, k)
+				if err != nil {
+					writeErr = err
+					return
+				}
+				rev = resp.Header.Revision
+			} else {
+				resp, err := cli.Put(wctx, k, fmt.Sprint(i))
+				if err != nil {
+					writeErr = err
+					return
+				}
+				rev = resp.Header.Revision
+			}
+			mu.Lock()
+			last = rev
+			mu.Unlock()
+		}
+	}()
+	others.Add(2)
+	go func() { // compactor: close to current, every 100-200 ms
+		defer others.Done()
+		rng := rand.New(rand.NewPCG(7, 7))
+		for {
+			select {
+			case <-time.After(time.Duration(100+rng.IntN(100)) * time.Millisecond):
+			case <-wctx.Done():
+				return
+			}
+			mu.Lock()
+			cur := last
+			mu.Unlock()
+			if rev := cur - int64(rng.IntN(20)); rev > 1 {
+				if _, err := cli.Compact(wctx, rev); err != nil && wctx.Err() == nil && !strings.Contains(err.Error(), "compacted") {
+					compactErr = err
+					return
+				}
+			}
+		}
+	}()
+	rs := watchcheck.NewStream("acme", nil)
+	go func() {
+		defer others.Done()
+		reconnectErr = reconnecting(wctx, t, nodes, "acme", rs, 7)
+	}()
+	writers.Wait()
+	stop()
+	others.Wait()
+	if writeErr != nil || compactErr != nil {
+		t.Fatalf("writer: %v, compactor: %v", writeErr, compactErr)
+	}
+	if reconnectErr != nil {
+		t.Fatalf("a reconnecting subscriber saw an error: %v", reconnectErr)
+	}
+	mu.Lock()
+	final := last
+	mu.Unlock()
+	for _, c := range connected {
+		c.waitRevision(t, ref, final)
+	}
+	res, err := watchcheck.Check(ref, rs, TokenRevision, watchcheck.Options{Merged: true})
+	if err != nil {
+		t.Fatalf("reconnecting subscriber: %v", err)
+	}
+	if res.Resumes == 0 {
+		t.Fatal("the reconnecting subscriber never resumed")
+	}
+}

@@ -1,0 +1,219 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/testcluster"
+	"github.com/confetti-io/confetti/internal/watchcheck"
+)
+
+// checked is a subscription recorded for the contract validator.
+type checked struct {
+	stream *watchcheck.Stream
+	cancel context.CancelFunc
+	done   chan error
+	gate   chan struct{} // closed when the client may read
+	opts   watchcheck.Options
+}
+
+// subscribeChecked opens a subscription whose messages go to a validator
+// stream; when gated, the client reads nothing until release is called.
+func subscribeChecked(t *testing.T, n *node, tenant string, prefixes []string, gated bool) *checked {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := n.cli.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tenant, Prefixes: prefixes}}}); err != nil {
+		t.Fatal(err)
+	}
+	c := &checked{stream: watchcheck.NewStream(tenant, prefixes), cancel: cancel, done: make(chan error, 1), gate: make(chan struct{})}
+	if !gated {
+		close(c.gate)
+	}
+	c.stream.Subscribed("")
+	go func() {
+		<-c.gate
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				c.done <- err
+				return
+			}
+			c.stream.Received(m)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-c.done })
+	return c
+}
+
+func (c *checked) release() { close(c.gate) }
+
+// check validates the stream so far against the reference.
+func (c *checked) check(t *testing.T, ref *watchcheck.Reference) watchcheck.Result {
+	t.Helper()
+	res, err := watchcheck.Check(ref, c.stream, TokenRevision, c.opts)
+	if err != nil {
+		t.Fatalf("subscription broke the contract: %v", err)
+	}
+	return res
+}
+
+func (c *checked) waitRevision(t *testing.T, ref *watchcheck.Reference, rev int64) watchcheck.Result {
+	t.Helper()
+	testcluster.WaitFor(t, fmt.Sprintf("subscriber at revision %d", rev), func() bool {
+		got, err := TokenRevision(c.stream.LastToken())
+		return err == nil && got >= rev
+	})
+	return c.check(t, ref)
+}
+
+func TestSubscribersOfOneViewShareAGroup(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	cli := f.shardOf(t, "acme")
+	ref, err := watchcheck.StartReference(context.Background(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Stop()
+	n := startNode(t, f.tc, "node", Config{})
+	var subs []*checked
+	for i := 0; i < 20; i++ {
+		subs = append(subs, subscribeChecked(t, n, "acme", []string{"kv/"}, false))
+	}
+	other := subscribeChecked(t, n, "acme", []string{"svc/"}, false)
+	for _, s := range append(subs, other) {
+		testcluster.WaitFor(t, "the reset", func() bool { return s.stream.LastToken() != "" })
+	}
+	var last int64
+	for i := 0; i < 30; i++ {
+		last = put(t, cli, "acme", fmt.Sprintf("kv/k%d", i%7), fmt.Sprint(i))
+	}
+	for _, s := range subs {
+		res := s.waitRevision(t, ref, last)
+		if res.Resets != 1 || res.Events != 30 {
+			t.Fatalf("subscriber got %d resets and %d events, want 1 and 30", res.Resets, res.Events)
+		}
+	}
+	other.waitRevision(t, ref, last)
+	if got := testutil.ToFloat64(n.c.metrics.groups); got != 2 {
+		t.Fatalf("groups = %v, want 2 (one per prefix set)", got)
+	}
+}
+
+func TestSlowSubscriberNeitherDelaysOthersNorMissesAnything(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	cli := f.shardOf(t, "acme")
+	ref, err := watchcheck.StartReference(context.Background(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Stop()
+	n := startNode(t, f.tc, "node", Config{SubscriberQueue: 4, HistoryMaxEvents: 50})
+	slow := subscribeChecked(t, n, "acme", nil, true)
+	fast := subscribeChecked(t, n, "acme", nil, false)
+
+	// Far more than the slow client's flow-control window and queue hold.
+	value := strings.Repeat("v", 64<<10)
+	var wg sync.WaitGroup
+	var last int64
+	var mu sync.Mutex
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				resp, err := cli.Put(context.Background(), keys.Tenant("acme")+fmt.Sprintf("kv/w%d/%d", w, i%10), fmt.Sprintf("%d:%s", i, value))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				last = max(last, resp.Header.Revision)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	// The fast subscriber has everything while the slow one reads nothing.
+	res := fast.waitRevision(t, ref, last)
+	if res.Resets != 1 {
+		t.Fatalf("the fast subscriber was reset %d times", res.Resets)
+	}
+	if testutil.ToFloat64(n.c.metrics.lagging) == 0 {
+		t.Fatal("the slow subscriber was never marked lagging")
+	}
+	// Once it reads, the slow one catches up to exactly etcd's state.
+	slow.release()
+	slow.waitRevision(t, ref, last)
+}
+
+func TestReconnectStormEncodesEachResetOnce(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	cli := f.shardOf(t, "acme")
+	for i := 0; i < 50; i++ {
+		put(t, cli, "acme", fmt.Sprintf("kv/k%d", i), strings.Repeat("x", 1000))
+	}
+	n := startNode(t, f.tc, "node", Config{})
+	var subs []*checked
+	for i := 0; i < 200; i++ {
+		subs = append(subs, subscribeChecked(t, n, "acme", []string{"kv/"}, false))
+	}
+	for _, s := range subs {
+		testcluster.WaitFor(t, "the reset", func() bool { return s.stream.LastToken() != "" })
+	}
+	if got := testutil.ToFloat64(n.c.metrics.resetEncodes); got != 1 {
+		t.Fatalf("200 subscribers of one view at one revision encoded %v Resets, want 1", got)
+	}
+}
+
+func TestSubscriptionLimits(t *testing.T) {
+	f := newFixture(t, 1, "acme", "other")
+	n := startNode(t, f.tc, "node", Config{MaxSubscriptionsPerTenant: 2, MaxSubscriptionsPerConn: 3})
+	a := subscribe(t, n, "acme", nil, "")
+	b := subscribe(t, n, "acme", nil, "")
+	for _, s := range []*subscriber{a, b} {
+		testcluster.WaitFor(t, "the reset", func() bool { _, tok, _, _ := s.snapshot(); return tok != "" })
+	}
+	for _, tc := range []struct{ tenant, want string }{
+		{tenant: "acme", want: `tenant "acme" has 2 subscriptions`},
+		{tenant: "other", want: ""},
+		{tenant: "other", want: "carries 3 subscriptions"},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st, err := n.cli.Subscribe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tc.tenant}}})
+		_, err = st.Recv()
+		if tc.want == "" {
+			if err != nil {
+				t.Fatalf("%s: %v", tc.tenant, err)
+			}
+			continue
+		}
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: got %v, want ResourceExhausted with %q", tc.tenant, err, tc.want)
+		}
+	}
+	// Closing a subscription frees its place.
+	a.close()
+	testcluster.WaitFor(t, "a freed place", func() bool {
+		n.c.mu.RLock()
+		defer n.c.mu.RUnlock()
+		return n.c.perTenant["acme"] == 1
+	})
+}

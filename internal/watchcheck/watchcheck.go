@@ -1,0 +1,409 @@
+package watchcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/keys"
+)
+
+// Reference is etcd's own view of one shard: a listing at start and every
+// transaction after it, from a watch.
+type Reference struct {
+	start int64
+
+	mu    sync.Mutex
+	kvs   []*mvccpb.KeyValue
+	txns  []refTxn
+	rev   int64
+	err   error
+	moved chan struct{}
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type refTxn struct {
+	rev    int64
+	events []*mvccpb.Event
+}
+
+// StartReference lists the shard's tenant keys and watches them from the
+// next revision until Stop.
+func StartReference(ctx context.Context, cli *clientv3.Client) (*Reference, error) {
+	resp, err := cli.Get(ctx, keys.Root, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	r := &Reference{start: resp.Header.Revision, kvs: resp.Kvs, rev: resp.Header.Revision, moved: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	wch := cli.Watch(wctx, keys.Root, clientv3.WithPrefix(), clientv3.WithRev(r.start+1), clientv3.WithProgressNotify())
+	go func() {
+		defer close(r.done)
+		for wr := range wch {
+			r.mu.Lock()
+			if err := wr.Err(); err != nil && r.err == nil {
+				r.err = fmt.Errorf("reference watch: %w", err)
+			}
+			for _, ev := range wr.Events {
+				if n := len(r.txns); n > 0 && r.txns[n-1].rev == ev.Kv.ModRevision {
+					r.txns[n-1].events = append(r.txns[n-1].events, ev)
+				} else {
+					r.txns = append(r.txns, refTxn{rev: ev.Kv.ModRevision, events: []*mvccpb.Event{ev}})
+				}
+			}
+			r.rev = max(r.rev, wr.Header.Revision)
+			close(r.moved)
+			r.moved = make(chan struct{})
+			r.mu.Unlock()
+		}
+	}()
+	return r, nil
+}
+
+// Stop ends the reference's watch.
+func (r *Reference) Stop() {
+	r.cancel()
+	<-r.done
+}
+
+// WaitRevision waits until the reference has seen every transaction up to
+// rev.
+func (r *Reference) WaitRevision(ctx context.Context, rev int64) error {
+	for {
+		r.mu.Lock()
+		cur, ch, err := r.rev, r.moved, r.err
+		r.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("reference at revision %d, waiting for %d: %w", cur, rev, ctx.Err())
+		}
+	}
+}
+
+// State returns a tenant's keys under prefixes at rev, keyed as
+// subscribers see them (relative to the tenant), with their values.
+func (r *Reference) State(tenant string, prefixes []string, rev int64) (map[string]string, error) {
+	c := r.cursor(tenant, prefixes)
+	return c.at(rev)
+}
+
+// stateCursor rebuilds a tenant's state at increasing revisions, applying
+// each transaction once.
+type stateCursor struct {
+	r        *Reference
+	tenant   string
+	prefixes []string
+	state    map[string]string
+	next     int   // index of the next transaction to apply
+	rev      int64 // revision the state is at
+}
+
+func (r *Reference) cursor(tenant string, prefixes []string) *stateCursor {
+	return &stateCursor{r: r, tenant: tenant, prefixes: prefixes}
+}
+
+func (c *stateCursor) at(rev int64) (map[string]string, error) {
+	r := c.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rev < r.start {
+		return nil, fmt.Errorf("revision %d is before the reference started at %d", rev, r.start)
+	}
+	tenant, prefixes := c.tenant, c.prefixes
+	apply := func(put bool, kv *mvccpb.KeyValue) {
+		state := c.state
+		t, rel, ok := keys.Split(string(kv.Key))
+		if !ok || t != tenant || !keys.Visible(rel) || !keys.Match(prefixes, rel) {
+			return
+		}
+		if put {
+			state[rel] = string(kv.Value)
+		} else {
+			delete(state, rel)
+		}
+	}
+	if c.state == nil || rev < c.rev {
+		c.state, c.next = map[string]string{}, 0
+		for _, kv := range r.kvs {
+			apply(true, kv)
+		}
+	}
+	for ; c.next < len(r.txns) && r.txns[c.next].rev <= rev; c.next++ {
+		for _, ev := range r.txns[c.next].events {
+			apply(ev.Type == mvccpb.PUT, ev.Kv)
+		}
+	}
+	c.rev = rev
+	return maps.Clone(c.state), nil
+}
+
+// txn returns the part of the transaction at rev that a subscriber of
+// tenant under prefixes sees, as "PUT key=value" and "DELETE key" lines.
+func (r *Reference) txn(tenant string, prefixes []string, rev int64) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, found := slices.BinarySearchFunc(r.txns, rev, func(t refTxn, rev int64) int { return int(t.rev - rev) })
+	if !found {
+		return nil
+	}
+	var out []string
+	for _, ev := range r.txns[i].events {
+		t, rel, ok := keys.Split(string(ev.Kv.Key))
+		if !ok || t != tenant || !keys.Visible(rel) || !keys.Match(prefixes, rel) {
+			continue
+		}
+		if ev.Type == mvccpb.PUT {
+			out = append(out, "PUT "+rel+"="+string(ev.Kv.Value))
+		} else {
+			out = append(out, "DELETE "+rel)
+		}
+	}
+	return out
+}
+
+// Stream is what one subscriber received, across its reconnects. Its
+// methods are safe for concurrent use.
+type Stream struct {
+	tenant   string
+	prefixes []string
+
+	mu        sync.Mutex
+	items     []item
+	lastToken string
+}
+
+type item struct {
+	at          time.Time
+	resubscribe bool
+	token       string // for a resubscribe: the token it resumed from
+	msg         *confettipb.SubscribeResponse
+}
+
+// NewStream records a subscriber of tenant under prefixes (normalized as
+// the cache does; nil means every visible namespace).
+func NewStream(tenant string, prefixes []string) *Stream {
+	p, err := keys.ValidPrefixes(prefixes)
+	if err != nil {
+		panic(err)
+	}
+	return &Stream{tenant: tenant, prefixes: p}
+}
+
+// Subscribed records a (re)subscription resuming from token ("" for none).
+func (s *Stream) Subscribed(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.items = append(s.items, item{at: time.Now(), resubscribe: true, token: token})
+}
+
+// Received records one message.
+func (s *Stream) Received(m *confettipb.SubscribeResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.items = append(s.items, item{at: time.Now(), msg: m})
+	if tok := m.GetEvents().GetToken() + m.GetProgress().GetToken() + m.GetReset_().GetToken(); tok != "" {
+		s.lastToken = tok
+	}
+}
+
+// LastToken is the token of the last message that carried one, to wait on
+// cheaply before a Check.
+func (s *Stream) LastToken() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastToken
+}
+
+// Options tunes Check.
+type Options struct {
+	// MaxTokenGap bounds the time between two token-bearing messages on
+	// one connection (the bookmark guarantee); zero means 10 seconds plus
+	// one second of slack.
+	MaxTokenGap time.Duration
+	// Merged accepts a transaction that holds more than etcd's transaction
+	// at its revision: a cache that relisted after compaction sends the
+	// net difference of several transactions as one, at the relist's
+	// revision, which may also be a real transaction's.
+	Merged bool
+}
+
+// Result summarizes a checked stream.
+type Result struct {
+	// Resets counts completed Resets; Resumes counts resubscriptions that
+	// replayed from their token instead.
+	Resets, Resumes int
+	// Events counts events applied.
+	Events int
+	// State is what the subscriber holds after the last message, and
+	// Revision the revision of its last token.
+	State    map[string]string
+	Revision int64
+}
+
+// Check replays the stream the way a client must (Reset chunks applied at
+// the last chunk, Events in order) and checks the contract against ref.
+// revision reads the revision out of a token. It returns every violation
+// found.
+func Check(ref *Reference, s *Stream, revision func(token string) (int64, error), opt Options) (Result, error) {
+	if opt.MaxTokenGap == 0 {
+		opt.MaxTokenGap = 11 * time.Second
+	}
+	s.mu.Lock()
+	items := slices.Clone(s.items)
+	s.mu.Unlock()
+
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	res := Result{State: map[string]string{}}
+	var (
+		pending     map[string]string
+		lastRev     int64 = -1 // revision of the state held
+		lastTxn     int64
+		seen        = map[string]bool{}
+		lastTokenAt time.Time
+		resumeFrom  int64 = -1 // token revision of the current connection's start
+		firstOfConn bool
+	)
+	tokenRev := func(tok string) int64 {
+		rev, err := revision(tok)
+		if err != nil {
+			fail("unreadable token %q: %v", tok, err)
+		}
+		return rev
+	}
+	cur := ref.cursor(s.tenant, s.prefixes)
+	reliable := func(rev int64) {
+		if err := ref.WaitRevision(context.Background(), rev); err != nil {
+			fail("reliable: %v", err)
+			return
+		}
+		want, err := cur.at(rev)
+		if err != nil {
+			fail("reliable: %v", err)
+			return
+		}
+		if !maps.Equal(want, res.State) {
+			fail("reliable: at revision %d the subscriber holds %v, etcd held %v", rev, res.State, want)
+		}
+	}
+	for i, it := range items {
+		if it.resubscribe {
+			firstOfConn, lastTokenAt = true, time.Time{}
+			resumeFrom = -1
+			if it.token != "" {
+				resumeFrom = tokenRev(it.token)
+				if resumeFrom != lastRev && lastRev >= 0 {
+					fail("resumable: resubscribed from revision %d while holding %d", resumeFrom, lastRev)
+				}
+			}
+			pending = nil
+			continue
+		}
+		m := it.msg
+		var tok string
+		switch r := m.Response.(type) {
+		case *confettipb.SubscribeResponse_Reset_:
+			if pending == nil {
+				pending = map[string]string{}
+			}
+			for _, kv := range r.Reset_.Kvs {
+				pending[kv.Key] = string(kv.Value)
+			}
+			if !r.Reset_.Last {
+				continue
+			}
+			res.State, pending = pending, nil
+			res.Resets++
+			tok = r.Reset_.Token
+			rev := tokenRev(tok)
+			if rev < lastRev {
+				fail("ordered: message %d resets to revision %d after %d", i, rev, lastRev)
+			}
+			lastRev, lastTxn = rev, rev
+			reliable(rev)
+		case *confettipb.SubscribeResponse_Events:
+			if firstOfConn && resumeFrom >= 0 {
+				res.Resumes++
+			}
+			for _, t := range r.Events.Txns {
+				if t.Revision <= lastTxn {
+					fail("ordered: txn at revision %d after %d", t.Revision, lastTxn)
+				}
+				lastTxn = t.Revision
+				var got []string
+				for _, ev := range t.Events {
+					if ev.Type == confettipb.Event_PUT {
+						id := fmt.Sprintf("%s@%d", ev.Kv.Key, ev.Kv.ModRevision)
+						if seen[id] {
+							fail("unique: %s delivered twice", id)
+						}
+						seen[id] = true
+						res.State[ev.Kv.Key] = string(ev.Kv.Value)
+						got = append(got, "PUT "+ev.Kv.Key+"="+string(ev.Kv.Value))
+					} else {
+						delete(res.State, ev.Kv.Key)
+						got = append(got, "DELETE "+ev.Kv.Key)
+					}
+					res.Events++
+				}
+				if err := ref.WaitRevision(context.Background(), t.Revision); err != nil {
+					fail("atomic: %v", err)
+				} else if want := ref.txn(s.tenant, s.prefixes, t.Revision); !slices.Equal(got, want) && !(opt.Merged && contains(got, want)) {
+					fail("atomic: txn %d delivered %q, etcd's transaction was %q", t.Revision, got, want)
+				}
+			}
+			tok = r.Events.Token
+			rev := tokenRev(tok)
+			if rev < lastTxn {
+				fail("ordered: events token at %d before its last txn %d", rev, lastTxn)
+			}
+			lastRev, lastTxn = rev, max(lastTxn, rev)
+			reliable(rev)
+		case *confettipb.SubscribeResponse_Progress:
+			if firstOfConn && resumeFrom >= 0 {
+				res.Resumes++
+			}
+			tok = r.Progress.Token
+			rev := tokenRev(tok)
+			if rev < lastRev {
+				fail("ordered: bookmark at %d after %d", rev, lastRev)
+			}
+			lastRev, lastTxn = rev, max(lastTxn, rev)
+			reliable(rev)
+		}
+		if !lastTokenAt.IsZero() && it.at.Sub(lastTokenAt) > opt.MaxTokenGap {
+			fail("bookmarked: %v between tokens", it.at.Sub(lastTokenAt))
+		}
+		lastTokenAt = it.at
+		firstOfConn = false
+	}
+	res.Revision = lastRev
+	return res, errors.Join(errs...)
+}
+
+// contains reports whether every line of want is in got.
+func contains(got, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			return false
+		}
+	}
+	return true
+}
