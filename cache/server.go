@@ -100,6 +100,11 @@ func (c *Cache) rangeKV(ctx context.Context, req *confettipb.RangeRequest) (*con
 // Status reports each shard's revision, history window and sync state.
 func (c *Cache) Status(ctx context.Context, _ *confettipb.CacheStatusRequest) (*confettipb.CacheStatusResponse, error) {
 	out := &confettipb.CacheStatusResponse{Node: c.cfg.NodeName}
+	c.mu.RLock()
+	for _, n := range c.perTenant {
+		out.Subscribers += int64(n)
+	}
+	c.mu.RUnlock()
 	for _, sh := range c.store.Shards() {
 		ss := &confettipb.ShardStatus{Shard: sh.ID, Endpoints: sh.Endpoints}
 		if st := c.shard(sh.ID); st != nil {

@@ -38,6 +38,7 @@ and interchangeable: a token from one is valid on all.`,
 			})
 		},
 	}
+	cmd.AddCommand(newCacheStatusCommand(a))
 	fs := cmd.Flags()
 	rf.register(fs, ":7710", ":7791")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "name of this node in status and logs (default: the host name)")
