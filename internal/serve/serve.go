@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +159,12 @@ func New(opts Options) (*Server, error) {
 		}),
 		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
+		// Tens of thousands of mostly idle streams: release a connection's
+		// write buffer between writes instead of holding 32 KiB each, and
+		// serve streams from a fixed pool of workers rather than a new
+		// goroutine per stream.
+		grpc.SharedWriteBuffer(true),
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 	}, opts.ServerOptions...)
 	s := &Server{
 		opts:    opts,

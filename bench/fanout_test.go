@@ -1,0 +1,87 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/confetti-io/confetti/cache"
+	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/testcluster"
+)
+
+// BenchmarkFanout pushes one update at a time to N subscribers of one
+// tenant through one cache node and reports put-to-delivery latency, CPU
+// per delivered event and heap per subscriber (whole process: the
+// subscribers run in it too). N comes from CONFETTI_BENCH_N (comma
+// separated; default 1000,10000).
+//
+//	CONFETTI_BENCH_N=1000,10000,50000 go test -run '^$' -bench Fanout -benchtime 1x -timeout 30m ./bench/
+func BenchmarkFanout(b *testing.B) {
+	ns := []int{1000, 10000}
+	if v := os.Getenv("CONFETTI_BENCH_N"); v != "" {
+		ns = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ns = append(ns, n)
+		}
+	}
+	tc := testcluster.New(b, 1)
+	st, clients := tc.NewStore(b)
+	tn, _, err := st.CreateTenant(context.Background(), "fan")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := cache.New(st, clients, cache.Config{Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.SharedWriteBuffer(true))
+	c.Register(srv)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	for !c.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	shard := tc.ShardClient(b, tn.Shard)
+	for _, n := range ns {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				res, err := RunFanout(context.Background(), FanoutConfig{
+					CacheAddr: lis.Addr().String(), Tenant: "fan",
+					Subscribers: n, Conns: max(1, n/100), Updates: 20, Warmup: 3, Interval: 200 * time.Millisecond,
+					Put: func(ctx context.Context, v string) error {
+						_, err := shard.Put(ctx, keys.KV("fan")+"tick", v, clientv3.WithPrevKV())
+						return err
+					},
+				})
+				b.Log(res)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(res.P50.Microseconds()), "p50-us")
+				b.ReportMetric(float64(res.P99.Microseconds()), "p99-us")
+				b.ReportMetric(float64(res.Max.Microseconds()), "max-us")
+				b.ReportMetric(res.CPUMicrosPerEvent, "cpu-us/event")
+				b.ReportMetric(res.HeapBytesPerSubscriber, "heap-B/sub")
+			}
+		})
+	}
+}
