@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
+
+	"github.com/confetti-io/confetti/internal/meta"
 )
 
 // metrics are the proxy's Prometheus collectors.
@@ -17,7 +19,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, store *meta.Store) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "confetti",
@@ -41,6 +43,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.duration, err = register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if _, err = register(reg, newPlacementCollector(store)); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -67,4 +72,35 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 func (m *metrics) observe(method string, code codes.Code, took time.Duration) {
 	m.requests.WithLabelValues(method, code.String()).Inc()
 	m.duration.WithLabelValues(method).Observe(took.Seconds())
+}
+
+// placementCollector reports the placement the proxy routes by, read from
+// the meta store's memory at scrape time.
+type placementCollector struct {
+	store   *meta.Store
+	tenants *prometheus.Desc
+	rev     *prometheus.Desc
+}
+
+func newPlacementCollector(store *meta.Store) *placementCollector {
+	return &placementCollector{
+		store: store,
+		tenants: prometheus.NewDesc("confetti_proxy_shard_tenants",
+			"Tenants placed on each shard, with the shard's state (active or draining).", []string{"shard", "state"}, nil),
+		rev: prometheus.NewDesc("confetti_proxy_meta_revision",
+			"Meta revision the proxy's placement reflects.", nil, nil),
+	}
+}
+
+func (c *placementCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.tenants
+	ch <- c.rev
+}
+
+func (c *placementCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := tenantCounts(c.store.Tenants())
+	for _, sh := range c.store.Shards() {
+		ch <- prometheus.MustNewConstMetric(c.tenants, prometheus.GaugeValue, float64(counts[sh.ID]), sh.ID, string(sh.State))
+	}
+	ch <- prometheus.MustNewConstMetric(c.rev, prometheus.GaugeValue, float64(c.store.Revision()))
 }

@@ -39,6 +39,7 @@ func TestMetricsCountRequestsByMethodAndCode(t *testing.T) {
 		{name: "refused put", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "KV.Put", "code": "InvalidArgument"}, want: 1},
 		{name: "refused lease grant", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "Leases.Grant", "code": "InvalidArgument"}, want: 1},
 		{name: "put durations", metric: "confetti_proxy_request_duration_seconds", labels: map[string]string{"method": "KV.Put"}, want: 4},
+		{name: "placement", metric: "confetti_proxy_shard_tenants", labels: map[string]string{"shard": a.createTenant(t, "metered").Shard, "state": "active"}, want: uint64(tenantCounts(c.store.Tenants())[a.createTenant(t, "metered").Shard])},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := sample(families, tc.metric, tc.labels); got != tc.want {
@@ -75,6 +76,9 @@ func sample(families []*dto.MetricFamily, name string, labels map[string]string)
 			}
 			if h := m.GetHistogram(); h != nil {
 				return h.GetSampleCount()
+			}
+			if g := m.GetGauge(); g != nil {
+				return uint64(g.GetValue())
 			}
 			return uint64(m.GetCounter().GetValue())
 		}

@@ -166,7 +166,7 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer)
+	m, err := newMetrics(cfg.Registerer, store)
 	if err != nil {
 		return nil, fmt.Errorf("shardproxy: register metrics: %w", err)
 	}
