@@ -160,15 +160,17 @@ func ownerPut(tenant string, id int64) clientv3.Op {
 	return clientv3.OpPut(keys.LeaseOwner(tenant, id), "", clientv3.WithLease(clientv3.LeaseID(id)))
 }
 
+// leaseRoute checks a lease request's tenant and lease id and routes it.
+func (p *Proxy) leaseRoute(ctx context.Context, tenant string, id int64) (route, error) {
+	if err := checkLeaseID(id); err != nil {
+		return route{}, err
+	}
+	return p.route(ctx, tenant)
+}
+
 func (p *Proxy) revoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
 	tenant, id := req.GetTenant(), req.GetId()
-	if err := keys.ValidName("tenant", tenant); err != nil {
-		return nil, err
-	}
-	if err := checkLeaseID(id); err != nil {
-		return nil, err
-	}
-	r, err := p.route(ctx, tenant)
+	r, err := p.leaseRoute(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
@@ -199,13 +201,7 @@ func (p *Proxy) revoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*pb.Lea
 
 func (p *Proxy) timeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	tenant, id := req.GetTenant(), req.GetId()
-	if err := keys.ValidName("tenant", tenant); err != nil {
-		return nil, err
-	}
-	if err := checkLeaseID(id); err != nil {
-		return nil, err
-	}
-	r, err := p.route(ctx, tenant)
+	r, err := p.leaseRoute(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
@@ -286,13 +282,7 @@ func (p *Proxy) keepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveReque
 
 func (p *Proxy) keepAliveOnce(ctx context.Context, req *pb.LeaseKeepAliveRequest) (*pb.LeaseKeepAliveResponse, error) {
 	tenant, id := req.GetTenant(), req.GetId()
-	if err := keys.ValidName("tenant", tenant); err != nil {
-		return nil, err
-	}
-	if err := checkLeaseID(id); err != nil {
-		return nil, err
-	}
-	r, err := p.route(ctx, tenant)
+	r, err := p.leaseRoute(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
