@@ -62,7 +62,7 @@ func BenchmarkFanout(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.SharedWriteBuffer(true))
+	srv := grpc.NewServer(grpc.NumStreamWorkers(2))
 	c.Register(srv)
 	go srv.Serve(lis)
 	defer srv.Stop()

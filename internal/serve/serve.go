@@ -159,11 +159,9 @@ func New(opts Options) (*Server, error) {
 		}),
 		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
-		// Tens of thousands of mostly idle streams: release a connection's
-		// write buffer between writes instead of holding 32 KiB each, and
-		// serve streams from a fixed pool of workers rather than a new
-		// goroutine per stream.
-		grpc.SharedWriteBuffer(true),
+		// Tens of thousands of mostly idle streams: serve them from a fixed
+		// pool of workers rather than a new goroutine per stream (grpc-go
+		// already shares write buffers between writes by default).
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 	}, opts.ServerOptions...)
 	s := &Server{
