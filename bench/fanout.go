@@ -1,10 +1,18 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,13 +25,17 @@ import (
 )
 
 // FanoutConfig is one fan-out run: Subscribers streams of one tenant,
-// multiplexed over Conns connections to a cache node, receiving Updates
-// puts made Interval apart, each carrying its send time.
+// multiplexed over Conns connections to a cache node and split over
+// Processes child processes (each holds its own connections, so the
+// node's figures are its own and the open-files limit of one process is
+// never the bound), receiving Updates puts made Interval apart, each
+// carrying its send time.
 type FanoutConfig struct {
 	CacheAddr   string
 	Tenant      string
 	Subscribers int
 	Conns       int
+	Processes   int
 	Updates     int
 	Warmup      int
 	Interval    time.Duration
@@ -32,92 +44,91 @@ type FanoutConfig struct {
 	Put func(ctx context.Context, value string) error
 }
 
-// FanoutResult is what a fan-out run measured. CPU and memory are of the
-// whole process, which here holds the subscribers as well as the node.
+// FanoutResult is what a fan-out run measured. CPU and heap are the
+// measuring process's own, which holds the cache node and not the
+// subscribers.
 type FanoutResult struct {
-	Subscribers, Conns, Updates int
-	Delivered                   int64
-	Missing                     int64
-	P50, P99, Max               time.Duration
-	CPUMicrosPerEvent           float64
-	HeapBytesPerSubscriber      float64
+	Subscribers, Conns, Processes, Updates int
+	Delivered                              int64
+	Missing                                int64
+	P50, P99, Max                          time.Duration
+	CPUMicrosPerEvent                      float64
+	HeapBytesPerSubscriber                 float64
 }
 
 func (r FanoutResult) String() string {
-	return fmt.Sprintf("N=%d conns=%d updates=%d delivered=%d missing=%d  p50=%v p99=%v max=%v  cpu/event=%.1fus  heap/subscriber=%.0fB",
-		r.Subscribers, r.Conns, r.Updates, r.Delivered, r.Missing, r.P50, r.P99, r.Max, r.CPUMicrosPerEvent, r.HeapBytesPerSubscriber)
+	return fmt.Sprintf("N=%d conns=%d procs=%d updates=%d delivered=%d missing=%d  p50=%v p99=%v max=%v  node cpu/event=%.1fus  node heap/subscriber=%.0fB",
+		r.Subscribers, r.Conns, r.Processes, r.Updates, r.Delivered, r.Missing, r.P50, r.P99, r.Max, r.CPUMicrosPerEvent, r.HeapBytesPerSubscriber)
 }
 
-// RunFanout subscribes, writes, and measures put-to-delivery latency from
-// the timestamp in each value. Warm-up updates are sent but not counted.
+// ChildEnv makes a test binary of this package act as a subscriber
+// process (see RunChild) instead of running tests.
+const ChildEnv = "CONFETTI_BENCH_CHILD"
+
+// childSpec is what a subscriber process is told, as JSON in ChildEnv.
+type childSpec struct {
+	Addr        string    `json:"addr"`
+	Tenant      string    `json:"tenant"`
+	Subscribers int       `json:"subscribers"`
+	Conns       int       `json:"conns"`
+	Updates     int       `json:"updates"`
+	MinStamp    time.Time `json:"-"`
+}
+
+// RunFanout starts the subscriber processes, waits until every
+// subscriber holds its Reset, writes, and measures put-to-delivery latency
+// from the timestamp in each value. Warm-up updates are sent but not
+// counted.
 func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
-	res := FanoutResult{Subscribers: cfg.Subscribers, Conns: cfg.Conns, Updates: cfg.Updates}
+	res := FanoutResult{Subscribers: cfg.Subscribers, Conns: cfg.Conns, Processes: max(1, cfg.Processes), Updates: cfg.Updates}
+	self, err := os.Executable()
+	if err != nil {
+		return res, err
+	}
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
-	conns := make([]*grpc.ClientConn, cfg.Conns)
-	for i := range conns {
-		cc, err := grpc.NewClient(cfg.CacheAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	type child struct {
+		cmd    *exec.Cmd
+		out    *bufio.Reader
+		stdout io.ReadCloser
+		start  io.WriteCloser
+	}
+	var children []*child
+	defer func() {
+		for _, c := range children {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	}()
+	for p := 0; p < res.Processes; p++ {
+		n := cfg.Subscribers / res.Processes
+		if p < cfg.Subscribers%res.Processes {
+			n++
+		}
+		spec, _ := json.Marshal(childSpec{Addr: cfg.CacheAddr, Tenant: cfg.Tenant, Subscribers: n, Conns: max(1, cfg.Conns/res.Processes), Updates: cfg.Updates})
+		cmd := exec.CommandContext(ctx, self, "-test.run=^$")
+		cmd.Env = append(os.Environ(), ChildEnv+"="+string(spec))
+		cmd.Stderr = os.Stderr
+		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			return res, err
 		}
-		defer cc.Close()
-		conns[i] = cc
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return res, err
+		}
+		if err := cmd.Start(); err != nil {
+			return res, err
+		}
+		children = append(children, &child{cmd: cmd, out: bufio.NewReader(stdout), stdout: stdout, start: stdin})
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	lat := make([][]time.Duration, cfg.Subscribers)
-	var ready, counted sync.WaitGroup
-	var failed atomic.Value
-	minStamp := atomic.Int64{}
-	minStamp.Store(1<<63 - 1)
-	for i := 0; i < cfg.Subscribers; i++ {
-		ready.Add(1)
-		counted.Add(1)
-		go func() {
-			defer counted.Done()
-			st, err := confettipb.NewCacheClient(conns[i%cfg.Conns]).Subscribe(sctx)
-			if err == nil {
-				err = st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: cfg.Tenant, Prefixes: []string{"kv/tick"}}}})
-			}
-			if err != nil {
-				failed.Store(err)
-				ready.Done()
-				return
-			}
-			readyDone := false
-			for {
-				m, err := st.Recv()
-				if err != nil {
-					if !readyDone {
-						failed.Store(err)
-						ready.Done()
-					}
-					return
-				}
-				if r := m.GetReset_(); r != nil && r.Last && !readyDone {
-					readyDone = true
-					ready.Done()
-				}
-				for _, t := range m.GetEvents().GetTxns() {
-					for _, ev := range t.Events {
-						sent, err := strconv.ParseInt(string(ev.Kv.Value), 10, 64)
-						if err != nil || sent < minStamp.Load() {
-							continue
-						}
-						lat[i] = append(lat[i], time.Since(time.Unix(0, sent)))
-					}
-				}
-				if len(lat[i]) >= cfg.Updates {
-					return
-				}
-			}
-		}()
-	}
-	ready.Wait()
-	if err, ok := failed.Load().(error); ok {
-		return res, err
+	for i, c := range children {
+		line, err := c.out.ReadString('\n')
+		if err != nil || strings.TrimSpace(line) != "ready" {
+			return res, fmt.Errorf("subscriber process %d: %q, %v", i, line, err)
+		}
 	}
 	runtime.GC()
 	var subscribed runtime.MemStats
@@ -132,27 +143,36 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 		<-tick.C
 		now := time.Now().UnixNano()
 		if u == cfg.Warmup {
-			minStamp.Store(now)
+			// From here on updates count: tell every subscriber process.
+			for _, c := range children {
+				fmt.Fprintf(c.start, "%d\n", now)
+			}
 		}
 		if err := cfg.Put(ctx, strconv.FormatInt(now, 10)); err != nil {
 			return res, err
 		}
 	}
-	done := make(chan struct{})
-	go func() { counted.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cancel()
-		<-done
+	var all []time.Duration
+	for i, c := range children {
+		line, err := c.out.ReadString('\n')
+		if err != nil {
+			return res, fmt.Errorf("subscriber process %d: %w", i, err)
+		}
+		var out childResult
+		if err := json.Unmarshal([]byte(line), &out); err != nil {
+			return res, fmt.Errorf("subscriber process %d: %w", i, err)
+		}
+		if out.Error != "" {
+			return res, fmt.Errorf("subscriber process %d: %s", i, out.Error)
+		}
+		raw, _ := base64.StdEncoding.DecodeString(out.Latencies)
+		for j := 0; j+8 <= len(raw); j += 8 {
+			all = append(all, time.Duration(binary.LittleEndian.Uint64(raw[j:])))
+		}
+		res.Missing += out.Missing
 	}
 	var ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-		res.Missing += int64(cfg.Updates - len(l))
-	}
 	res.Delivered = int64(len(all))
 	if len(all) == 0 {
 		return res, fmt.Errorf("no update delivered")
@@ -165,4 +185,121 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 		return res, fmt.Errorf("%d of %d deliveries missing", res.Missing, cfg.Subscribers*cfg.Updates)
 	}
 	return res, nil
+}
+
+// childResult is a subscriber process's answer: every counted latency, as
+// little-endian int64 nanoseconds in base64, and the deliveries it missed.
+type childResult struct {
+	Latencies string `json:"latencies"`
+	Missing   int64  `json:"missing"`
+	Error     string `json:"error,omitempty"`
+}
+
+// RunChild is a subscriber process: it opens the subscriptions its spec
+// names, prints "ready" once each holds its Reset, reads from stdin the
+// time from which updates count, and prints a childResult once every
+// subscriber has its updates (or after a minute without progress).
+func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
+	var spec childSpec
+	fail := func(err error) int {
+		b, _ := json.Marshal(childResult{Error: err.Error()})
+		fmt.Fprintf(stdout, "%s\n", b)
+		return 1
+	}
+	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
+		return fail(err)
+	}
+	conns := make([]*grpc.ClientConn, spec.Conns)
+	for i := range conns {
+		cc, err := grpc.NewClient(spec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fail(err)
+		}
+		defer cc.Close()
+		conns[i] = cc
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var minStamp atomic.Int64
+	minStamp.Store(1<<63 - 1)
+	lat := make([][]time.Duration, spec.Subscribers)
+	var ready, counted sync.WaitGroup
+	var failed atomic.Value
+	for i := 0; i < spec.Subscribers; i++ {
+		ready.Add(1)
+		counted.Add(1)
+		go func() {
+			defer counted.Done()
+			readyDone := false
+			markReady := func(err error) {
+				if !readyDone {
+					if err != nil {
+						failed.Store(err)
+					}
+					readyDone = true
+					ready.Done()
+				}
+			}
+			st, err := confettipb.NewCacheClient(conns[i%len(conns)]).Subscribe(ctx)
+			if err == nil {
+				err = st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: spec.Tenant, Prefixes: []string{"kv/tick"}}}})
+			}
+			if err != nil {
+				markReady(err)
+				return
+			}
+			for {
+				m, err := st.Recv()
+				if err != nil {
+					markReady(err)
+					return
+				}
+				if r := m.GetReset_(); r != nil && r.Last {
+					markReady(nil)
+				}
+				for _, t := range m.GetEvents().GetTxns() {
+					for _, ev := range t.Events {
+						sent, err := strconv.ParseInt(string(ev.Kv.Value), 10, 64)
+						if err != nil || sent < minStamp.Load() {
+							continue
+						}
+						lat[i] = append(lat[i], time.Since(time.Unix(0, sent)))
+					}
+				}
+				if len(lat[i]) >= spec.Updates {
+					return
+				}
+			}
+		}()
+	}
+	ready.Wait()
+	if err, ok := failed.Load().(error); ok {
+		return fail(err)
+	}
+	fmt.Fprintln(stdout, "ready")
+	var from int64
+	if _, err := fmt.Fscan(stdin, &from); err != nil {
+		return fail(fmt.Errorf("read the start time: %w", err))
+	}
+	minStamp.Store(from)
+	done := make(chan struct{})
+	go func() { counted.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		cancel()
+		<-done
+	}
+	var out childResult
+	buf := make([]byte, 0, 8*spec.Subscribers*spec.Updates)
+	for _, l := range lat {
+		for _, d := range l {
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(d))
+		}
+		out.Missing += int64(spec.Updates - len(l))
+	}
+	out.Latencies = base64.StdEncoding.EncodeToString(buf)
+	b, _ := json.Marshal(out)
+	fmt.Fprintf(stdout, "%s\n", b)
+	return 0
 }

@@ -49,7 +49,7 @@ type Config struct {
 	// SubscriberQueue bounds the encoded messages waiting for one
 	// subscriber; when it is full the subscriber is marked lagging and
 	// catches up from history (or by a Reset) without delaying others.
-	// Zero means 256.
+	// Zero means 128.
 	SubscriberQueue int
 	// ResetCacheEntries bounds how many encoded Resets (one per tenant,
 	// prefixes, view and revision) the node keeps for reconnect storms;
@@ -95,7 +95,7 @@ func (c *Config) setDefaults() error {
 		c.EventsBatchBytes = 1 << 20
 	}
 	if c.SubscriberQueue == 0 {
-		c.SubscriberQueue = 256
+		c.SubscriberQueue = 128
 	}
 	if c.ResetCacheEntries == 0 {
 		c.ResetCacheEntries = 64

@@ -52,7 +52,7 @@ type pendingTxn struct {
 // member is one subscriber's place in a group: a bounded queue of encoded
 // messages that its stream's goroutine sends.
 type member struct {
-	q       chan outMsg
+	q       chan *outMsg
 	lagging atomic.Bool
 	lag     chan struct{} // closed when marked lagging
 }
@@ -66,7 +66,7 @@ type outMsg struct {
 }
 
 func newMember(queue int) *member {
-	return &member{q: make(chan outMsg, queue), lag: make(chan struct{})}
+	return &member{q: make(chan *outMsg, queue), lag: make(chan struct{})}
 }
 
 // publish hands the group a transaction's events that match it. The
@@ -192,7 +192,7 @@ func (g *group) bookmark() {
 	if err := pm.Encode(g.template, msg); err != nil {
 		return
 	}
-	out := outMsg{pm: pm, rev: rev, bytes: proto.Size(msg)}
+	out := &outMsg{pm: pm, rev: rev, bytes: proto.Size(msg)}
 	for _, m := range members {
 		g.enqueue(m, out)
 	}
@@ -200,7 +200,7 @@ func (g *group) bookmark() {
 
 // encode builds one Events message of the batch's transactions after
 // rev.
-func (g *group) encode(batch []pendingTxn, after int64) (outMsg, error) {
+func (g *group) encode(batch []pendingTxn, after int64) (*outMsg, error) {
 	ev := &confettipb.Events{}
 	n := 0
 	for _, p := range batch {
@@ -214,13 +214,13 @@ func (g *group) encode(batch []pendingTxn, after int64) (outMsg, error) {
 	pm := &grpc.PreparedMsg{}
 	msg := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}
 	if err := pm.Encode(g.template, msg); err != nil {
-		return outMsg{}, err
+		return nil, err
 	}
-	return outMsg{pm: pm, rev: last, events: n, bytes: proto.Size(msg)}, nil
+	return &outMsg{pm: pm, rev: last, events: n, bytes: proto.Size(msg)}, nil
 }
 
 // enqueue queues msg to m, or marks m lagging when its queue is full.
-func (g *group) enqueue(m *member, msg outMsg) {
+func (g *group) enqueue(m *member, msg *outMsg) {
 	if m.lagging.Load() {
 		return
 	}
