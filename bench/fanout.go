@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -54,11 +55,14 @@ type FanoutResult struct {
 	P50, P99, Max                          time.Duration
 	CPUMicrosPerEvent                      float64
 	HeapBytesPerSubscriber                 float64
+	// EtcdWatchers is the watchers of every etcd server embedded in this
+	// process (meta and shards) while the subscribers were connected.
+	EtcdWatchers int
 }
 
 func (r FanoutResult) String() string {
-	return fmt.Sprintf("N=%d conns=%d procs=%d updates=%d delivered=%d missing=%d  p50=%v p99=%v max=%v  node cpu/event=%.1fus  node heap/subscriber=%.0fB",
-		r.Subscribers, r.Conns, r.Processes, r.Updates, r.Delivered, r.Missing, r.P50, r.P99, r.Max, r.CPUMicrosPerEvent, r.HeapBytesPerSubscriber)
+	return fmt.Sprintf("N=%d conns=%d procs=%d updates=%d delivered=%d missing=%d  p50=%v p99=%v max=%v  node cpu/event=%.1fus  node heap/subscriber=%.0fB  etcd watchers=%d",
+		r.Subscribers, r.Conns, r.Processes, r.Updates, r.Delivered, r.Missing, r.P50, r.P99, r.Max, r.CPUMicrosPerEvent, r.HeapBytesPerSubscriber, r.EtcdWatchers)
 }
 
 // ChildEnv makes a test binary of this package act as a subscriber
@@ -134,6 +138,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 	var subscribed runtime.MemStats
 	runtime.ReadMemStats(&subscribed)
 	res.HeapBytesPerSubscriber = float64(int64(subscribed.HeapInuse)-int64(before.HeapInuse)) / float64(cfg.Subscribers)
+	res.EtcdWatchers = embeddedEtcdWatchers()
 
 	var ru0 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
@@ -302,4 +307,23 @@ func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
 	b, _ := json.Marshal(out)
 	fmt.Fprintf(stdout, "%s\n", b)
 	return 0
+}
+
+// embeddedEtcdWatchers reads etcd's watcher gauge, which the etcd servers
+// embedded in this process share through the default Prometheus registry.
+func embeddedEtcdWatchers() int {
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		return -1
+	}
+	for _, f := range families {
+		if f.GetName() == "etcd_debugging_mvcc_watcher_total" {
+			total := 0.0
+			for _, m := range f.GetMetric() {
+				total += m.GetGauge().GetValue()
+			}
+			return int(total)
+		}
+	}
+	return -1
 }

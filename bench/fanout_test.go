@@ -97,6 +97,7 @@ func BenchmarkFanout(b *testing.B) {
 				b.ReportMetric(float64(res.Max.Microseconds()), "max-us")
 				b.ReportMetric(res.CPUMicrosPerEvent, "cpu-us/event")
 				b.ReportMetric(res.HeapBytesPerSubscriber, "heap-B/sub")
+				b.ReportMetric(float64(res.EtcdWatchers), "etcd-watchers")
 			}
 		})
 	}
