@@ -32,7 +32,9 @@ func TestMain(m *testing.M) {
 // subscribers run in child processes, 10,000 per process at most). N comes from CONFETTI_BENCH_N (comma
 // separated; default 1000,10000); the time between updates from
 // CONFETTI_BENCH_INTERVAL (default 200ms; an interval shorter than one
-// fan-out takes measures a saturated node, not one update's latency).
+// fan-out takes measures a saturated node, not one update's latency); the
+// subscriptions multiplexed per connection from
+// CONFETTI_BENCH_STREAMS_PER_CONN (default 100; 1 is one connection each).
 //
 //	CONFETTI_BENCH_N=1000,10000,50000 CONFETTI_BENCH_INTERVAL=1s go test -run '^$' -bench Fanout -benchtime 1x -timeout 30m ./bench/
 func BenchmarkFanout(b *testing.B) {
@@ -52,6 +54,13 @@ func BenchmarkFanout(b *testing.B) {
 		var err error
 		if interval, err = time.ParseDuration(v); err != nil {
 			b.Fatal(err)
+		}
+	}
+	perConn := 100
+	if v := os.Getenv("CONFETTI_BENCH_STREAMS_PER_CONN"); v != "" {
+		var err error
+		if perConn, err = strconv.Atoi(v); err != nil || perConn < 1 {
+			b.Fatalf("CONFETTI_BENCH_STREAMS_PER_CONN=%q: want a positive number", v)
 		}
 	}
 	tc := testcluster.New(b, 1)
@@ -82,7 +91,7 @@ func BenchmarkFanout(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				res, err := RunFanout(context.Background(), FanoutConfig{
 					CacheAddr: lis.Addr().String(), Tenant: "fan",
-					Subscribers: n, Conns: max(1, n/100), Processes: (n + 9999) / 10000, Updates: 20, Warmup: 3, Interval: interval,
+					Subscribers: n, Conns: max(1, n/perConn), Processes: (n + 9999) / 10000, Updates: 20, Warmup: 3, Interval: interval,
 					Put: func(ctx context.Context, v string) error {
 						_, err := shard.Put(ctx, keys.KV("fan")+"tick", v, clientv3.WithPrevKV())
 						return err
