@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -32,7 +34,12 @@ import (
 // never the bound), receiving Updates puts made Interval apart, each
 // carrying its send time.
 type FanoutConfig struct {
+	// Target is how subscribers subscribe: TargetConfetti and TargetFloor
+	// open Cache.Subscribe streams at Addr; TargetEtcd and TargetGRPCProxy
+	// open etcd watches of Key at Addr.
+	Target      string
 	CacheAddr   string
+	Key         string
 	Tenant      string
 	Subscribers int
 	Conns       int
@@ -45,10 +52,19 @@ type FanoutConfig struct {
 	Put func(ctx context.Context, value string) error
 }
 
+// The fan-out targets.
+const (
+	TargetConfetti  = "confetti"
+	TargetEtcd      = "etcd"
+	TargetGRPCProxy = "grpcproxy"
+	TargetFloor     = "floor"
+)
+
 // FanoutResult is what a fan-out run measured. CPU and heap are the
 // measuring process's own, which holds the cache node and not the
 // subscribers.
 type FanoutResult struct {
+	Target                                 string
 	Subscribers, Conns, Processes, Updates int
 	Delivered                              int64
 	Missing                                int64
@@ -61,8 +77,8 @@ type FanoutResult struct {
 }
 
 func (r FanoutResult) String() string {
-	return fmt.Sprintf("N=%d conns=%d procs=%d updates=%d delivered=%d missing=%d  p50=%v p99=%v max=%v  node cpu/event=%.1fus  node heap/subscriber=%.0fB  etcd watchers=%d",
-		r.Subscribers, r.Conns, r.Processes, r.Updates, r.Delivered, r.Missing, r.P50, r.P99, r.Max, r.CPUMicrosPerEvent, r.HeapBytesPerSubscriber, r.EtcdWatchers)
+	return fmt.Sprintf("%-9s N=%d conns=%d procs=%d updates=%d delivered=%d missing=%d  p50=%v p99=%v max=%v  node cpu/event=%.1fus  node heap/subscriber=%.0fB  etcd watchers=%d",
+		r.Target, r.Subscribers, r.Conns, r.Processes, r.Updates, r.Delivered, r.Missing, r.P50, r.P99, r.Max, r.CPUMicrosPerEvent, r.HeapBytesPerSubscriber, r.EtcdWatchers)
 }
 
 // ChildEnv makes a test binary of this package act as a subscriber
@@ -71,7 +87,9 @@ const ChildEnv = "CONFETTI_BENCH_CHILD"
 
 // childSpec is what a subscriber process is told, as JSON in ChildEnv.
 type childSpec struct {
+	Target      string    `json:"target"`
 	Addr        string    `json:"addr"`
+	Key         string    `json:"key"`
 	Tenant      string    `json:"tenant"`
 	Subscribers int       `json:"subscribers"`
 	Conns       int       `json:"conns"`
@@ -84,7 +102,10 @@ type childSpec struct {
 // from the timestamp in each value. Warm-up updates are sent but not
 // counted.
 func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
-	res := FanoutResult{Subscribers: cfg.Subscribers, Conns: cfg.Conns, Processes: max(1, cfg.Processes), Updates: cfg.Updates}
+	if cfg.Target == "" {
+		cfg.Target = TargetConfetti
+	}
+	res := FanoutResult{Target: cfg.Target, Subscribers: cfg.Subscribers, Conns: cfg.Conns, Processes: max(1, cfg.Processes), Updates: cfg.Updates}
 	self, err := os.Executable()
 	if err != nil {
 		return res, err
@@ -111,7 +132,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 		if p < cfg.Subscribers%res.Processes {
 			n++
 		}
-		spec, _ := json.Marshal(childSpec{Addr: cfg.CacheAddr, Tenant: cfg.Tenant, Subscribers: n, Conns: max(1, cfg.Conns/res.Processes), Updates: cfg.Updates})
+		spec, _ := json.Marshal(childSpec{Target: cfg.Target, Addr: cfg.CacheAddr, Key: cfg.Key, Tenant: cfg.Tenant, Subscribers: n, Conns: max(1, cfg.Conns/res.Processes), Updates: cfg.Updates})
 		cmd := exec.CommandContext(ctx, self, "-test.run=^$")
 		cmd.Env = append(os.Environ(), ChildEnv+"="+string(spec))
 		cmd.Stderr = os.Stderr
@@ -214,15 +235,6 @@ func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
 	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
 		return fail(err)
 	}
-	conns := make([]*grpc.ClientConn, spec.Conns)
-	for i := range conns {
-		cc, err := grpc.NewClient(spec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return fail(err)
-		}
-		defer cc.Close()
-		conns[i] = cc
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var minStamp atomic.Int64
@@ -230,21 +242,56 @@ func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
 	lat := make([][]time.Duration, spec.Subscribers)
 	var ready, counted sync.WaitGroup
 	var failed atomic.Value
-	for i := 0; i < spec.Subscribers; i++ {
-		ready.Add(1)
-		counted.Add(1)
-		go func() {
-			defer counted.Done()
-			readyDone := false
-			markReady := func(err error) {
-				if !readyDone {
-					if err != nil {
-						failed.Store(err)
+	// record counts one delivered value; it reports whether subscriber i
+	// has all its updates.
+	record := func(i int, value []byte) bool {
+		sent, err := strconv.ParseInt(string(value), 10, 64)
+		if err == nil && sent >= minStamp.Load() {
+			lat[i] = append(lat[i], time.Since(time.Unix(0, sent)))
+		}
+		return len(lat[i]) >= spec.Updates
+	}
+	var subscribe func(i int, markReady func(error))
+	switch spec.Target {
+	case TargetEtcd, TargetGRPCProxy:
+		clis := make([]*clientv3.Client, spec.Conns)
+		for i := range clis {
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{spec.Addr}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+			if err != nil {
+				return fail(err)
+			}
+			defer cli.Close()
+			clis[i] = cli
+		}
+		subscribe = func(i int, markReady func(error)) {
+			wch := clis[i%len(clis)].Watch(ctx, spec.Key, clientv3.WithCreatedNotify())
+			for wr := range wch {
+				if err := wr.Err(); err != nil {
+					markReady(err)
+					return
+				}
+				if wr.Created {
+					markReady(nil)
+				}
+				for _, ev := range wr.Events {
+					if record(i, ev.Kv.Value) {
+						return
 					}
-					readyDone = true
-					ready.Done()
 				}
 			}
+			markReady(fmt.Errorf("watch closed"))
+		}
+	default:
+		conns := make([]*grpc.ClientConn, spec.Conns)
+		for i := range conns {
+			cc, err := grpc.NewClient(spec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return fail(err)
+			}
+			defer cc.Close()
+			conns[i] = cc
+		}
+		subscribe = func(i int, markReady func(error)) {
 			st, err := confettipb.NewCacheClient(conns[i%len(conns)]).Subscribe(ctx)
 			if err == nil {
 				err = st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: spec.Tenant, Prefixes: []string{"kv/tick"}}}})
@@ -264,17 +311,28 @@ func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
 				}
 				for _, t := range m.GetEvents().GetTxns() {
 					for _, ev := range t.Events {
-						sent, err := strconv.ParseInt(string(ev.Kv.Value), 10, 64)
-						if err != nil || sent < minStamp.Load() {
-							continue
+						if record(i, ev.Kv.Value) {
+							return
 						}
-						lat[i] = append(lat[i], time.Since(time.Unix(0, sent)))
 					}
 				}
-				if len(lat[i]) >= spec.Updates {
-					return
-				}
 			}
+		}
+	}
+	for i := 0; i < spec.Subscribers; i++ {
+		ready.Add(1)
+		counted.Add(1)
+		go func() {
+			defer counted.Done()
+			var once sync.Once
+			subscribe(i, func(err error) {
+				once.Do(func() {
+					if err != nil {
+						failed.Store(err)
+					}
+					ready.Done()
+				})
+			})
 		}()
 	}
 	ready.Wait()
