@@ -20,8 +20,9 @@ test:
 e2e:
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags e2e -run '^TestE2E' ./e2e/...
 
+# Benchmarks measure and print; see the README for what each reports.
 bench:
-	$(GO) test -run '^$$' -bench . ./bench/...
+	$(GO) test -v -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
 
 proto:
 	$(TOOLS) buf generate
