@@ -47,8 +47,9 @@ type FanoutConfig struct {
 	Updates     int
 	Warmup      int
 	Interval    time.Duration
-	// Put writes the update's value (a decimal Unix time in nanoseconds)
-	// to the key kv/tick of the tenant, through whatever path is measured.
+	// Put writes the update's value (a decimal Unix time in nanoseconds,
+	// or, for a warm-up update, that time after "warmup-") to the key
+	// kv/tick of the tenant, through whatever path is measured.
 	Put func(ctx context.Context, value string) error
 }
 
@@ -118,7 +119,6 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 		cmd    *exec.Cmd
 		out    *bufio.Reader
 		stdout io.ReadCloser
-		start  io.WriteCloser
 	}
 	var children []*child
 	defer func() {
@@ -140,14 +140,10 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 		if err != nil {
 			return res, err
 		}
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return res, err
-		}
 		if err := cmd.Start(); err != nil {
 			return res, err
 		}
-		children = append(children, &child{cmd: cmd, out: bufio.NewReader(stdout), stdout: stdout, start: stdin})
+		children = append(children, &child{cmd: cmd, out: bufio.NewReader(stdout), stdout: stdout})
 	}
 	for i, c := range children {
 		line, err := c.out.ReadString('\n')
@@ -167,14 +163,13 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 	defer tick.Stop()
 	for u := 0; u < cfg.Warmup+cfg.Updates; u++ {
 		<-tick.C
-		now := time.Now().UnixNano()
-		if u == cfg.Warmup {
-			// From here on updates count: tell every subscriber process.
-			for _, c := range children {
-				fmt.Fprintf(c.start, "%d\n", now)
-			}
+		value := strconv.FormatInt(time.Now().UnixNano(), 10)
+		if u < cfg.Warmup {
+			// Delivered like any other update, but not a number, so
+			// subscribers do not count it.
+			value = "warmup-" + value
 		}
-		if err := cfg.Put(ctx, strconv.FormatInt(now, 10)); err != nil {
+		if err := cfg.Put(ctx, value); err != nil {
 			return res, err
 		}
 	}
@@ -222,10 +217,11 @@ type childResult struct {
 }
 
 // RunChild is a subscriber process: it opens the subscriptions its spec
-// names, prints "ready" once each holds its Reset, reads from stdin the
-// time from which updates count, and prints a childResult once every
-// subscriber has its updates (or after a minute without progress).
-func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
+// names, prints "ready" once each holds its Reset, counts every update
+// whose value is a send time (warm-up updates are not), and prints a
+// childResult once every subscriber has its updates (or after a minute
+// without them).
+func RunChild(specJSON string, stdout io.Writer) int {
 	var spec childSpec
 	fail := func(err error) int {
 		b, _ := json.Marshal(childResult{Error: err.Error()})
@@ -237,8 +233,6 @@ func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var minStamp atomic.Int64
-	minStamp.Store(1<<63 - 1)
 	lat := make([][]time.Duration, spec.Subscribers)
 	var ready, counted sync.WaitGroup
 	var failed atomic.Value
@@ -246,7 +240,7 @@ func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
 	// has all its updates.
 	record := func(i int, value []byte) bool {
 		sent, err := strconv.ParseInt(string(value), 10, 64)
-		if err == nil && sent >= minStamp.Load() {
+		if err == nil {
 			lat[i] = append(lat[i], time.Since(time.Unix(0, sent)))
 		}
 		return len(lat[i]) >= spec.Updates
@@ -340,11 +334,6 @@ func RunChild(specJSON string, stdin io.Reader, stdout io.Writer) int {
 		return fail(err)
 	}
 	fmt.Fprintln(stdout, "ready")
-	var from int64
-	if _, err := fmt.Fscan(stdin, &from); err != nil {
-		return fail(fmt.Errorf("read the start time: %w", err))
-	}
-	minStamp.Store(from)
 	done := make(chan struct{})
 	go func() { counted.Wait(); close(done) }()
 	select {

@@ -23,7 +23,7 @@ import (
 
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(ChildEnv); spec != "" {
-		os.Exit(RunChild(spec, os.Stdin, os.Stdout))
+		os.Exit(RunChild(spec, os.Stdout))
 	}
 	os.Exit(m.Run())
 }
