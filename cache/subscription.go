@@ -82,8 +82,9 @@ func (c *Cache) subscribe(stream confettipb.Cache_SubscribeServer) error {
 		return err
 	}
 	defer release()
-	// Acks are read (and, for now, only drained) so that flow control never
-	// blocks the client; a client that half-closes keeps receiving.
+	// Acks are read and dropped (no rollout status counts them yet), so
+	// that flow control never blocks the client; a client that half-closes
+	// keeps receiving.
 	go func() {
 		for {
 			if _, err := stream.Recv(); err != nil {

@@ -31,7 +31,7 @@ type releaseService struct {
 
 var _ pb.ReleasesServer = (*releaseService)(nil)
 
-// releasesLater names the issue that brings the Releases service.
+// releasesLater says what serves the Releases RPCs once they are available.
 const releasesLater = "arrives with versioned items and releases"
 
 // Publish is not served yet.
