@@ -38,6 +38,9 @@ type group struct {
 	members map[*member]int64 // member -> revision it joined at
 	wake    chan struct{}
 	sentRev int64
+	// scratch is the member list of one dispatch, reused; only the
+	// group's goroutine touches it.
+	scratch []memberAt
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -130,10 +133,7 @@ func (g *group) dispatch() {
 	g.mu.Lock()
 	batch := g.pending
 	g.pending = nil
-	members := make(map[*member]int64, len(g.members))
-	for m, joined := range g.members {
-		members[m] = joined
-	}
+	members := g.snapshotMembersLocked(0)
 	g.mu.Unlock()
 	if len(batch) == 0 || len(members) == 0 {
 		return
@@ -143,7 +143,8 @@ func (g *group) dispatch() {
 	if err != nil {
 		return
 	}
-	for m, joined := range members {
+	for _, ma := range members {
+		m, joined := ma.m, ma.joined
 		msg := shared
 		switch {
 		case joined >= last:
@@ -179,12 +180,7 @@ func (g *group) bookmark() {
 		g.mu.Unlock()
 		return
 	}
-	members := make([]*member, 0, len(g.members))
-	for m, joined := range g.members {
-		if joined < rev {
-			members = append(members, m)
-		}
-	}
+	members := g.snapshotMembersLocked(rev)
 	g.sentRev = rev
 	g.mu.Unlock()
 	pm := &grpc.PreparedMsg{}
@@ -193,9 +189,29 @@ func (g *group) bookmark() {
 		return
 	}
 	out := &outMsg{pm: pm, rev: rev, bytes: proto.Size(msg)}
-	for _, m := range members {
-		g.enqueue(m, out)
+	for _, ma := range members {
+		g.enqueue(ma.m, out)
 	}
+}
+
+// memberAt is a member and the revision it joined at.
+type memberAt struct {
+	m      *member
+	joined int64
+}
+
+// snapshotMembersLocked lists the members that joined before rev (every
+// member when rev is 0) into a buffer the group's goroutine reuses, so a
+// dispatch to thousands of members allocates nothing per member. The
+// caller holds g.mu and runs on the group's goroutine.
+func (g *group) snapshotMembersLocked(rev int64) []memberAt {
+	g.scratch = g.scratch[:0]
+	for m, joined := range g.members {
+		if rev == 0 || joined < rev {
+			g.scratch = append(g.scratch, memberAt{m: m, joined: joined})
+		}
+	}
+	return g.scratch
 }
 
 // encode builds one Events message of the batch's transactions after
