@@ -215,6 +215,27 @@ func (s *shardState) appendLocked(t txn) {
 		return
 	}
 	now := time.Now()
+	// A transaction through the proxy touches one tenant; only a write made
+	// around it can touch several, which then get a map.
+	tenant := t.events[0].tenant
+	single := true
+	for _, e := range t.events[1:] {
+		if e.tenant != tenant {
+			single = false
+			break
+		}
+	}
+	if single {
+		if len(s.tenantGroups[tenant]) == 0 {
+			return
+		}
+		evs := make([]*confettipb.Event, len(t.events))
+		for i, e := range t.events {
+			evs[i] = e.ev
+		}
+		s.publishLocked(tenant, t.rev, evs, now)
+		return
+	}
 	byTenant := map[string][]*confettipb.Event{}
 	for _, e := range t.events {
 		if len(s.tenantGroups[e.tenant]) > 0 {
@@ -222,16 +243,22 @@ func (s *shardState) appendLocked(t txn) {
 		}
 	}
 	for tenant, tevs := range byTenant {
-		for _, g := range s.tenantGroups[tenant] {
-			var evs []*confettipb.Event
-			for _, ev := range tevs {
-				if keys.Match(g.prefixes, ev.Kv.Key) {
-					evs = append(evs, ev)
-				}
+		s.publishLocked(tenant, t.rev, tevs, now)
+	}
+}
+
+// publishLocked hands each group of tenant the events of one transaction
+// that it sees.
+func (s *shardState) publishLocked(tenant string, rev int64, tevs []*confettipb.Event, now time.Time) {
+	for _, g := range s.tenantGroups[tenant] {
+		var evs []*confettipb.Event
+		for _, ev := range tevs {
+			if keys.Match(g.prefixes, ev.Kv.Key) {
+				evs = append(evs, ev)
 			}
-			if len(evs) > 0 {
-				g.publish(&confettipb.Txn{Revision: t.rev, Events: evs}, now)
-			}
+		}
+		if len(evs) > 0 {
+			g.publish(&confettipb.Txn{Revision: rev, Events: evs}, now)
 		}
 	}
 }

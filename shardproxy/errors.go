@@ -7,7 +7,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/internal/rpcerr"
@@ -113,21 +112,13 @@ func shardError(ctx context.Context, shard string, err error) error {
 	return fmt.Errorf("%w: shard %s: %v", ErrShardFailed, shard, err)
 }
 
-// etcdCode is the gRPC code of an error returned by the etcd client. The
-// proxy's own per-request timeout counts as DeadlineExceeded.
+// etcdCode is the gRPC code of an error returned by the etcd client: an
+// etcd error's own code, else what rpcerr.Code makes of it (the proxy's
+// per-request timeout counts as DeadlineExceeded).
 func etcdCode(err error) codes.Code {
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
 		return ee.Code()
 	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	}
-	return codes.Unknown
+	return rpcerr.Code(err)
 }
