@@ -64,7 +64,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_confetti_v1_common_proto_rawDescGZIP(), []int{2, 0}
+	return file_confetti_v1_common_proto_rawDescGZIP(), []int{3, 0}
 }
 
 // ResponseHeader is attached to every reply that reads or writes tenant data.
@@ -156,7 +156,10 @@ type KeyValue struct {
 	// version counts writes since creation; a delete resets it to zero.
 	Version int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	// lease is the id of the lease attached to the key, or zero.
-	Lease         int64 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	Lease int64 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	// item is set on the key cfg/<item> of a subscription: the config item's
+	// version this subscriber resolves to, whose content is value.
+	Item          *ItemRef `protobuf:"bytes,7,opt,name=item,proto3" json:"item,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,6 +236,85 @@ func (x *KeyValue) GetLease() int64 {
 	return 0
 }
 
+func (x *KeyValue) GetItem() *ItemRef {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+// ItemRef names the version of a config item a subscriber holds, and the
+// release rule that chose it.
+type ItemRef struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Item    string                 `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
+	Version int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// gray_id is the gray that chose the version; empty means stable.
+	GrayId string `protobuf:"bytes,3,opt,name=gray_id,json=grayId,proto3" json:"gray_id,omitempty"`
+	// content_hash is the sha256 of the content, hex.
+	ContentHash   string `protobuf:"bytes,4,opt,name=content_hash,json=contentHash,proto3" json:"content_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemRef) Reset() {
+	*x = ItemRef{}
+	mi := &file_confetti_v1_common_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemRef) ProtoMessage() {}
+
+func (x *ItemRef) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_common_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemRef.ProtoReflect.Descriptor instead.
+func (*ItemRef) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ItemRef) GetItem() string {
+	if x != nil {
+		return x.Item
+	}
+	return ""
+}
+
+func (x *ItemRef) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ItemRef) GetGrayId() string {
+	if x != nil {
+		return x.GrayId
+	}
+	return ""
+}
+
+func (x *ItemRef) GetContentHash() string {
+	if x != nil {
+		return x.ContentHash
+	}
+	return ""
+}
+
 // Event is one change of one key.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -248,7 +330,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_confetti_v1_common_proto_msgTypes[2]
+	mi := &file_confetti_v1_common_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +342,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_common_proto_msgTypes[2]
+	mi := &file_confetti_v1_common_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +355,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_common_proto_rawDescGZIP(), []int{2}
+	return file_confetti_v1_common_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -306,14 +388,20 @@ const file_confetti_v1_common_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\"\xae\x01\n" +
+	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\"\xd8\x01\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x03R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x03R\vmodRevision\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\x12\x14\n" +
-	"\x05lease\x18\x06 \x01(\x03R\x05lease\"\xa8\x01\n" +
+	"\x05lease\x18\x06 \x01(\x03R\x05lease\x12(\n" +
+	"\x04item\x18\a \x01(\v2\x14.confetti.v1.ItemRefR\x04item\"s\n" +
+	"\aItemRef\x12\x12\n" +
+	"\x04item\x18\x01 \x01(\tR\x04item\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x17\n" +
+	"\agray_id\x18\x03 \x01(\tR\x06grayId\x12!\n" +
+	"\fcontent_hash\x18\x04 \x01(\tR\vcontentHash\"\xa8\x01\n" +
 	"\x05Event\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.confetti.v1.Event.TypeR\x04type\x12%\n" +
 	"\x02kv\x18\x02 \x01(\v2\x15.confetti.v1.KeyValueR\x02kv\x12.\n" +
@@ -336,22 +424,24 @@ func file_confetti_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_confetti_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_confetti_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_confetti_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_confetti_v1_common_proto_goTypes = []any{
 	(Event_Type)(0),        // 0: confetti.v1.Event.Type
 	(*ResponseHeader)(nil), // 1: confetti.v1.ResponseHeader
 	(*KeyValue)(nil),       // 2: confetti.v1.KeyValue
-	(*Event)(nil),          // 3: confetti.v1.Event
+	(*ItemRef)(nil),        // 3: confetti.v1.ItemRef
+	(*Event)(nil),          // 4: confetti.v1.Event
 }
 var file_confetti_v1_common_proto_depIdxs = []int32{
-	0, // 0: confetti.v1.Event.type:type_name -> confetti.v1.Event.Type
-	2, // 1: confetti.v1.Event.kv:type_name -> confetti.v1.KeyValue
-	2, // 2: confetti.v1.Event.prev_kv:type_name -> confetti.v1.KeyValue
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	3, // 0: confetti.v1.KeyValue.item:type_name -> confetti.v1.ItemRef
+	0, // 1: confetti.v1.Event.type:type_name -> confetti.v1.Event.Type
+	2, // 2: confetti.v1.Event.kv:type_name -> confetti.v1.KeyValue
+	2, // 3: confetti.v1.Event.prev_kv:type_name -> confetti.v1.KeyValue
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_confetti_v1_common_proto_init() }
@@ -365,7 +455,7 @@ func file_confetti_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_confetti_v1_common_proto_rawDesc), len(file_confetti_v1_common_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

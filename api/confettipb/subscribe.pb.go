@@ -21,6 +21,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type GatewayRollout_State int32
+
+const (
+	GatewayRollout_STATE_UNSPECIFIED GatewayRollout_State = 0
+	// PENDING: the version was sent and not yet acked.
+	GatewayRollout_PENDING GatewayRollout_State = 1
+	// RUNNING: the gateway acked the version.
+	GatewayRollout_RUNNING GatewayRollout_State = 2
+	// NACKED: the gateway refused the version.
+	GatewayRollout_NACKED GatewayRollout_State = 3
+)
+
+// Enum value maps for GatewayRollout_State.
+var (
+	GatewayRollout_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "PENDING",
+		2: "RUNNING",
+		3: "NACKED",
+	}
+	GatewayRollout_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"PENDING":           1,
+		"RUNNING":           2,
+		"NACKED":            3,
+	}
+)
+
+func (x GatewayRollout_State) Enum() *GatewayRollout_State {
+	p := new(GatewayRollout_State)
+	*p = x
+	return p
+}
+
+func (x GatewayRollout_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GatewayRollout_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_confetti_v1_subscribe_proto_enumTypes[0].Descriptor()
+}
+
+func (GatewayRollout_State) Type() protoreflect.EnumType {
+	return &file_confetti_v1_subscribe_proto_enumTypes[0]
+}
+
+func (x GatewayRollout_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GatewayRollout_State.Descriptor instead.
+func (GatewayRollout_State) EnumDescriptor() ([]byte, []int) {
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{13, 0}
+}
+
 // Identity names a subscriber for release resolution and rollout status.
 type Identity struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -852,6 +907,206 @@ func (x *CacheStatusResponse) GetSubscribers() int64 {
 	return 0
 }
 
+type RolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Item          string                 `protobuf:"bytes,2,opt,name=item,proto3" json:"item,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutRequest) Reset() {
+	*x = RolloutRequest{}
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutRequest) ProtoMessage() {}
+
+func (x *RolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutRequest.ProtoReflect.Descriptor instead.
+func (*RolloutRequest) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RolloutRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RolloutRequest) GetItem() string {
+	if x != nil {
+		return x.Item
+	}
+	return ""
+}
+
+// GatewayRollout is one subscribed gateway's state for one item.
+type GatewayRollout struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Version    int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	GrayId     string                 `protobuf:"bytes,3,opt,name=gray_id,json=grayId,proto3" json:"gray_id,omitempty"`
+	State      GatewayRollout_State   `protobuf:"varint,4,opt,name=state,proto3,enum=confetti.v1.GatewayRollout_State" json:"state,omitempty"`
+	Error      string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// time is when the state last changed, Unix nanoseconds.
+	Time int64 `protobuf:"varint,6,opt,name=time,proto3" json:"time,omitempty"`
+	// connected_time is when the subscription started, Unix nanoseconds; a
+	// gateway seen on several nodes counts where it connected last.
+	ConnectedTime int64 `protobuf:"varint,7,opt,name=connected_time,json=connectedTime,proto3" json:"connected_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayRollout) Reset() {
+	*x = GatewayRollout{}
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayRollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayRollout) ProtoMessage() {}
+
+func (x *GatewayRollout) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayRollout.ProtoReflect.Descriptor instead.
+func (*GatewayRollout) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GatewayRollout) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *GatewayRollout) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GatewayRollout) GetGrayId() string {
+	if x != nil {
+		return x.GrayId
+	}
+	return ""
+}
+
+func (x *GatewayRollout) GetState() GatewayRollout_State {
+	if x != nil {
+		return x.State
+	}
+	return GatewayRollout_STATE_UNSPECIFIED
+}
+
+func (x *GatewayRollout) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *GatewayRollout) GetTime() int64 {
+	if x != nil {
+		return x.Time
+	}
+	return 0
+}
+
+func (x *GatewayRollout) GetConnectedTime() int64 {
+	if x != nil {
+		return x.ConnectedTime
+	}
+	return 0
+}
+
+type RolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Gateways      []*GatewayRollout      `protobuf:"bytes,2,rep,name=gateways,proto3" json:"gateways,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutResponse) Reset() {
+	*x = RolloutResponse{}
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutResponse) ProtoMessage() {}
+
+func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutResponse.ProtoReflect.Descriptor instead.
+func (*RolloutResponse) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RolloutResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RolloutResponse) GetGateways() []*GatewayRollout {
+	if x != nil {
+		return x.Gateways
+	}
+	return nil
+}
+
 var File_confetti_v1_subscribe_proto protoreflect.FileDescriptor
 
 const file_confetti_v1_subscribe_proto_rawDesc = "" +
@@ -916,11 +1171,33 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x13CacheStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
 	"\x06shards\x18\x02 \x03(\v2\x18.confetti.v1.ShardStatusR\x06shards\x12 \n" +
-	"\vsubscribers\x18\x03 \x01(\x03R\vsubscribers2\xe4\x01\n" +
+	"\vsubscribers\x18\x03 \x01(\x03R\vsubscribers\"<\n" +
+	"\x0eRolloutRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04item\x18\x02 \x01(\tR\x04item\"\xb4\x02\n" +
+	"\x0eGatewayRollout\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x17\n" +
+	"\agray_id\x18\x03 \x01(\tR\x06grayId\x127\n" +
+	"\x05state\x18\x04 \x01(\x0e2!.confetti.v1.GatewayRollout.StateR\x05state\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x12\n" +
+	"\x04time\x18\x06 \x01(\x03R\x04time\x12%\n" +
+	"\x0econnected_time\x18\a \x01(\x03R\rconnectedTime\"D\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aPENDING\x10\x01\x12\v\n" +
+	"\aRUNNING\x10\x02\x12\n" +
+	"\n" +
+	"\x06NACKED\x10\x03\"^\n" +
+	"\x0fRolloutResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
+	"\bgateways\x18\x02 \x03(\v2\x1b.confetti.v1.GatewayRolloutR\bgateways2\xaa\x02\n" +
 	"\x05Cache\x12N\n" +
 	"\tSubscribe\x12\x1d.confetti.v1.SubscribeRequest\x1a\x1e.confetti.v1.SubscribeResponse(\x010\x01\x12>\n" +
 	"\x05Range\x12\x19.confetti.v1.RangeRequest\x1a\x1a.confetti.v1.RangeResponse\x12K\n" +
-	"\x06Status\x12\x1f.confetti.v1.CacheStatusRequest\x1a .confetti.v1.CacheStatusResponseB0Z.github.com/confetti-io/confetti/api/confettipbb\x06proto3"
+	"\x06Status\x12\x1f.confetti.v1.CacheStatusRequest\x1a .confetti.v1.CacheStatusResponse\x12D\n" +
+	"\aRollout\x12\x1b.confetti.v1.RolloutRequest\x1a\x1c.confetti.v1.RolloutResponseB0Z.github.com/confetti-io/confetti/api/confettipbb\x06proto3"
 
 var (
 	file_confetti_v1_subscribe_proto_rawDescOnce sync.Once
@@ -934,49 +1211,58 @@ func file_confetti_v1_subscribe_proto_rawDescGZIP() []byte {
 	return file_confetti_v1_subscribe_proto_rawDescData
 }
 
-var file_confetti_v1_subscribe_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_confetti_v1_subscribe_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_confetti_v1_subscribe_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_confetti_v1_subscribe_proto_goTypes = []any{
-	(*Identity)(nil),            // 0: confetti.v1.Identity
-	(*SubscribeRequest)(nil),    // 1: confetti.v1.SubscribeRequest
-	(*Start)(nil),               // 2: confetti.v1.Start
-	(*Ack)(nil),                 // 3: confetti.v1.Ack
-	(*SubscribeResponse)(nil),   // 4: confetti.v1.SubscribeResponse
-	(*Reset)(nil),               // 5: confetti.v1.Reset
-	(*Txn)(nil),                 // 6: confetti.v1.Txn
-	(*Events)(nil),              // 7: confetti.v1.Events
-	(*Progress)(nil),            // 8: confetti.v1.Progress
-	(*CacheStatusRequest)(nil),  // 9: confetti.v1.CacheStatusRequest
-	(*ShardStatus)(nil),         // 10: confetti.v1.ShardStatus
-	(*CacheStatusResponse)(nil), // 11: confetti.v1.CacheStatusResponse
-	nil,                         // 12: confetti.v1.Identity.LabelsEntry
-	(*KeyValue)(nil),            // 13: confetti.v1.KeyValue
-	(*Event)(nil),               // 14: confetti.v1.Event
-	(*RangeRequest)(nil),        // 15: confetti.v1.RangeRequest
-	(*RangeResponse)(nil),       // 16: confetti.v1.RangeResponse
+	(GatewayRollout_State)(0),   // 0: confetti.v1.GatewayRollout.State
+	(*Identity)(nil),            // 1: confetti.v1.Identity
+	(*SubscribeRequest)(nil),    // 2: confetti.v1.SubscribeRequest
+	(*Start)(nil),               // 3: confetti.v1.Start
+	(*Ack)(nil),                 // 4: confetti.v1.Ack
+	(*SubscribeResponse)(nil),   // 5: confetti.v1.SubscribeResponse
+	(*Reset)(nil),               // 6: confetti.v1.Reset
+	(*Txn)(nil),                 // 7: confetti.v1.Txn
+	(*Events)(nil),              // 8: confetti.v1.Events
+	(*Progress)(nil),            // 9: confetti.v1.Progress
+	(*CacheStatusRequest)(nil),  // 10: confetti.v1.CacheStatusRequest
+	(*ShardStatus)(nil),         // 11: confetti.v1.ShardStatus
+	(*CacheStatusResponse)(nil), // 12: confetti.v1.CacheStatusResponse
+	(*RolloutRequest)(nil),      // 13: confetti.v1.RolloutRequest
+	(*GatewayRollout)(nil),      // 14: confetti.v1.GatewayRollout
+	(*RolloutResponse)(nil),     // 15: confetti.v1.RolloutResponse
+	nil,                         // 16: confetti.v1.Identity.LabelsEntry
+	(*KeyValue)(nil),            // 17: confetti.v1.KeyValue
+	(*Event)(nil),               // 18: confetti.v1.Event
+	(*RangeRequest)(nil),        // 19: confetti.v1.RangeRequest
+	(*RangeResponse)(nil),       // 20: confetti.v1.RangeResponse
 }
 var file_confetti_v1_subscribe_proto_depIdxs = []int32{
-	12, // 0: confetti.v1.Identity.labels:type_name -> confetti.v1.Identity.LabelsEntry
-	2,  // 1: confetti.v1.SubscribeRequest.start:type_name -> confetti.v1.Start
-	3,  // 2: confetti.v1.SubscribeRequest.ack:type_name -> confetti.v1.Ack
-	0,  // 3: confetti.v1.Start.identity:type_name -> confetti.v1.Identity
-	5,  // 4: confetti.v1.SubscribeResponse.reset:type_name -> confetti.v1.Reset
-	7,  // 5: confetti.v1.SubscribeResponse.events:type_name -> confetti.v1.Events
-	8,  // 6: confetti.v1.SubscribeResponse.progress:type_name -> confetti.v1.Progress
-	13, // 7: confetti.v1.Reset.kvs:type_name -> confetti.v1.KeyValue
-	14, // 8: confetti.v1.Txn.events:type_name -> confetti.v1.Event
-	6,  // 9: confetti.v1.Events.txns:type_name -> confetti.v1.Txn
-	10, // 10: confetti.v1.CacheStatusResponse.shards:type_name -> confetti.v1.ShardStatus
-	1,  // 11: confetti.v1.Cache.Subscribe:input_type -> confetti.v1.SubscribeRequest
-	15, // 12: confetti.v1.Cache.Range:input_type -> confetti.v1.RangeRequest
-	9,  // 13: confetti.v1.Cache.Status:input_type -> confetti.v1.CacheStatusRequest
-	4,  // 14: confetti.v1.Cache.Subscribe:output_type -> confetti.v1.SubscribeResponse
-	16, // 15: confetti.v1.Cache.Range:output_type -> confetti.v1.RangeResponse
-	11, // 16: confetti.v1.Cache.Status:output_type -> confetti.v1.CacheStatusResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	16, // 0: confetti.v1.Identity.labels:type_name -> confetti.v1.Identity.LabelsEntry
+	3,  // 1: confetti.v1.SubscribeRequest.start:type_name -> confetti.v1.Start
+	4,  // 2: confetti.v1.SubscribeRequest.ack:type_name -> confetti.v1.Ack
+	1,  // 3: confetti.v1.Start.identity:type_name -> confetti.v1.Identity
+	6,  // 4: confetti.v1.SubscribeResponse.reset:type_name -> confetti.v1.Reset
+	8,  // 5: confetti.v1.SubscribeResponse.events:type_name -> confetti.v1.Events
+	9,  // 6: confetti.v1.SubscribeResponse.progress:type_name -> confetti.v1.Progress
+	17, // 7: confetti.v1.Reset.kvs:type_name -> confetti.v1.KeyValue
+	18, // 8: confetti.v1.Txn.events:type_name -> confetti.v1.Event
+	7,  // 9: confetti.v1.Events.txns:type_name -> confetti.v1.Txn
+	11, // 10: confetti.v1.CacheStatusResponse.shards:type_name -> confetti.v1.ShardStatus
+	0,  // 11: confetti.v1.GatewayRollout.state:type_name -> confetti.v1.GatewayRollout.State
+	14, // 12: confetti.v1.RolloutResponse.gateways:type_name -> confetti.v1.GatewayRollout
+	2,  // 13: confetti.v1.Cache.Subscribe:input_type -> confetti.v1.SubscribeRequest
+	19, // 14: confetti.v1.Cache.Range:input_type -> confetti.v1.RangeRequest
+	10, // 15: confetti.v1.Cache.Status:input_type -> confetti.v1.CacheStatusRequest
+	13, // 16: confetti.v1.Cache.Rollout:input_type -> confetti.v1.RolloutRequest
+	5,  // 17: confetti.v1.Cache.Subscribe:output_type -> confetti.v1.SubscribeResponse
+	20, // 18: confetti.v1.Cache.Range:output_type -> confetti.v1.RangeResponse
+	12, // 19: confetti.v1.Cache.Status:output_type -> confetti.v1.CacheStatusResponse
+	15, // 20: confetti.v1.Cache.Rollout:output_type -> confetti.v1.RolloutResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_confetti_v1_subscribe_proto_init() }
@@ -1000,13 +1286,14 @@ func file_confetti_v1_subscribe_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_confetti_v1_subscribe_proto_rawDesc), len(file_confetti_v1_subscribe_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_confetti_v1_subscribe_proto_goTypes,
 		DependencyIndexes: file_confetti_v1_subscribe_proto_depIdxs,
+		EnumInfos:         file_confetti_v1_subscribe_proto_enumTypes,
 		MessageInfos:      file_confetti_v1_subscribe_proto_msgTypes,
 	}.Build()
 	File_confetti_v1_subscribe_proto = out.File

@@ -22,6 +22,7 @@ const (
 	Cache_Subscribe_FullMethodName = "/confetti.v1.Cache/Subscribe"
 	Cache_Range_FullMethodName     = "/confetti.v1.Cache/Range"
 	Cache_Status_FullMethodName    = "/confetti.v1.Cache/Status"
+	Cache_Rollout_FullMethodName   = "/confetti.v1.Cache/Rollout"
 )
 
 // CacheClient is the client API for Cache service.
@@ -43,6 +44,10 @@ type CacheClient interface {
 	Range(ctx context.Context, in *RangeRequest, opts ...grpc.CallOption) (*RangeResponse, error)
 	// Status reports per-shard revision, lag and history window.
 	Status(ctx context.Context, in *CacheStatusRequest, opts ...grpc.CallOption) (*CacheStatusResponse, error)
+	// Rollout reports, for one item, the version each gateway subscribed to
+	// this node was sent and what it answered. Releases.Status merges the
+	// reports of every cache node.
+	Rollout(ctx context.Context, in *RolloutRequest, opts ...grpc.CallOption) (*RolloutResponse, error)
 }
 
 type cacheClient struct {
@@ -86,6 +91,16 @@ func (c *cacheClient) Status(ctx context.Context, in *CacheStatusRequest, opts .
 	return out, nil
 }
 
+func (c *cacheClient) Rollout(ctx context.Context, in *RolloutRequest, opts ...grpc.CallOption) (*RolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloutResponse)
+	err := c.cc.Invoke(ctx, Cache_Rollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CacheServer is the server API for Cache service.
 // All implementations must embed UnimplementedCacheServer
 // for forward compatibility.
@@ -105,6 +120,10 @@ type CacheServer interface {
 	Range(context.Context, *RangeRequest) (*RangeResponse, error)
 	// Status reports per-shard revision, lag and history window.
 	Status(context.Context, *CacheStatusRequest) (*CacheStatusResponse, error)
+	// Rollout reports, for one item, the version each gateway subscribed to
+	// this node was sent and what it answered. Releases.Status merges the
+	// reports of every cache node.
+	Rollout(context.Context, *RolloutRequest) (*RolloutResponse, error)
 	mustEmbedUnimplementedCacheServer()
 }
 
@@ -123,6 +142,9 @@ func (UnimplementedCacheServer) Range(context.Context, *RangeRequest) (*RangeRes
 }
 func (UnimplementedCacheServer) Status(context.Context, *CacheStatusRequest) (*CacheStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCacheServer) Rollout(context.Context, *RolloutRequest) (*RolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rollout not implemented")
 }
 func (UnimplementedCacheServer) mustEmbedUnimplementedCacheServer() {}
 func (UnimplementedCacheServer) testEmbeddedByValue()               {}
@@ -188,6 +210,24 @@ func _Cache_Status_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cache_Rollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServer).Rollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cache_Rollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServer).Rollout(ctx, req.(*RolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cache_ServiceDesc is the grpc.ServiceDesc for Cache service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +242,10 @@ var Cache_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Cache_Status_Handler,
+		},
+		{
+			MethodName: "Rollout",
+			Handler:    _Cache_Rollout_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
