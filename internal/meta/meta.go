@@ -111,6 +111,7 @@ type Store struct {
 	shards  map[string]Shard
 	tenants map[string]Tenant
 	apiKeys map[string]APIKey
+	caches  map[string]CacheNode
 	rev     int64
 	changed chan struct{}
 
@@ -149,6 +150,7 @@ func New(cli *clientv3.Client, cfg Config) (*Store, error) {
 		shards:  map[string]Shard{},
 		tenants: map[string]Tenant{},
 		apiKeys: map[string]APIKey{},
+		caches:  map[string]CacheNode{},
 		changed: make(chan struct{}),
 		ready:   make(chan struct{}),
 		ctx:     ctx,
@@ -483,11 +485,12 @@ func (s *Store) list() (int64, error) {
 	shards := map[string]Shard{}
 	tenants := map[string]Tenant{}
 	apiKeys := map[string]APIKey{}
+	caches := map[string]CacheNode{}
 	for _, kv := range resp.Kvs {
-		s.decode(kv, shards, tenants, apiKeys)
+		s.decode(kv, shards, tenants, apiKeys, caches)
 	}
 	s.mu.Lock()
-	s.shards, s.tenants, s.apiKeys = shards, tenants, apiKeys
+	s.shards, s.tenants, s.apiKeys, s.caches = shards, tenants, apiKeys, caches
 	s.rev = resp.Header.Revision
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -513,10 +516,12 @@ func (s *Store) watch(rev int64) error {
 					delete(s.tenants, t)
 				} else if id, ok := strings.CutPrefix(name, apiKeysPrefix); ok {
 					delete(s.apiKeys, id)
+				} else if n, ok := strings.CutPrefix(name, cachesPrefix); ok {
+					delete(s.caches, n)
 				}
 				continue
 			}
-			s.decode(ev.Kv, s.shards, s.tenants, s.apiKeys)
+			s.decode(ev.Kv, s.shards, s.tenants, s.apiKeys, s.caches)
 		}
 		if wr.Header.Revision > s.rev {
 			s.rev = wr.Header.Revision
@@ -527,7 +532,7 @@ func (s *Store) watch(rev int64) error {
 	return errors.New("meta: watch closed")
 }
 
-func (s *Store) decode(kv *mvccpb.KeyValue, shards map[string]Shard, tenants map[string]Tenant, apiKeys map[string]APIKey) {
+func (s *Store) decode(kv *mvccpb.KeyValue, shards map[string]Shard, tenants map[string]Tenant, apiKeys map[string]APIKey, caches map[string]CacheNode) {
 	key := string(kv.Key)
 	switch {
 	case strings.HasPrefix(key, shardsPrefix):
@@ -546,6 +551,13 @@ func (s *Store) decode(kv *mvccpb.KeyValue, shards map[string]Shard, tenants map
 		tenants[t.Name] = t
 	case strings.HasPrefix(key, apiKeysPrefix):
 		s.decodeAPIKey(kv, apiKeys)
+	case strings.HasPrefix(key, cachesPrefix):
+		var c CacheNode
+		if err := json.Unmarshal(kv.Value, &c); err != nil {
+			s.lg.Error("skipping malformed cache node record", zap.String("key", key), zap.Error(err))
+			return
+		}
+		caches[c.Name] = c
 	}
 }
 
