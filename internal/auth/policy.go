@@ -89,6 +89,7 @@ var policies = map[string]rule{
 	pb.Cache_Subscribe_FullMethodName: tenantReader,
 	pb.Cache_Range_FullMethodName:     tenantReader,
 	pb.Cache_Status_FullMethodName:    operatorOnly,
+	pb.Cache_Rollout_FullMethodName:   tenantReader,
 }
 
 // exempt are the services every client may call without a key: health
