@@ -139,9 +139,10 @@ type Cache struct {
 
 	mu     sync.RWMutex
 	shards map[string]*shardState
-	// Open subscriptions per tenant and per client connection.
-	perTenant map[string]int
-	perConn   map[string]int
+	// Open subscriptions per tenant, and their count per client
+	// connection.
+	subs    map[string]map[*subscription]struct{}
+	perConn map[string]int
 	tokens    *tokenCodec
 	ready     chan struct{} // closed once the token key is loaded
 	closed    bool
@@ -173,7 +174,7 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Cache, error) {
 		clients:    clients,
 		metrics:    newMetrics(cfg.Registerer),
 		shards:     map[string]*shardState{},
-		perTenant:  map[string]int{},
+		subs:       map[string]map[*subscription]struct{}{},
 		perConn:    map[string]int{},
 		ready:      make(chan struct{}),
 		ctx:        ctx,
@@ -323,22 +324,26 @@ func (c *Cache) waitSynced(ctx context.Context, shard string, rev int64) (*shard
 
 // admit counts a new subscription of tenant over conn against the limits;
 // the returned func releases it.
-func (c *Cache) admit(tenant, conn string) (func(), error) {
+func (c *Cache) admit(sub *subscription, conn string) (func(), error) {
+	tenant := sub.tenant.Name
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n := c.perTenant[tenant]; n >= c.cfg.MaxSubscriptionsPerTenant {
+	if n := len(c.subs[tenant]); n >= c.cfg.MaxSubscriptionsPerTenant {
 		return nil, fmt.Errorf("%w: tenant %q has %d subscriptions on this node, the limit; spread its gateways over more cache nodes or raise --max-subscriptions-per-tenant", ErrTooManySubscriptions, tenant, n)
 	}
 	if n := c.perConn[conn]; n >= c.cfg.MaxSubscriptionsPerConn {
 		return nil, fmt.Errorf("%w: connection %s carries %d subscriptions, the limit; open more connections or raise --max-subscriptions-per-conn", ErrTooManySubscriptions, conn, n)
 	}
-	c.perTenant[tenant]++
+	if c.subs[tenant] == nil {
+		c.subs[tenant] = map[*subscription]struct{}{}
+	}
+	c.subs[tenant][sub] = struct{}{}
 	c.perConn[conn]++
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.perTenant[tenant]--; c.perTenant[tenant] == 0 {
-			delete(c.perTenant, tenant)
+		if delete(c.subs[tenant], sub); len(c.subs[tenant]) == 0 {
+			delete(c.subs, tenant)
 		}
 		if c.perConn[conn]--; c.perConn[conn] == 0 {
 			delete(c.perConn, conn)

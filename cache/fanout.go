@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,13 +21,17 @@ import (
 // (grpc.PreparedMsg) and queues it to every member. A member whose queue
 // is full is marked lagging and leaves; it catches up on its own from
 // history or by a Reset and joins again, so a slow subscriber never
-// delays the others.
+// delays the others. A release change that gives some members another
+// version moves them: they get one message per new view (encoded once for
+// all who share it) and join the group of that view.
 type group struct {
 	key      string
 	tenant   string
 	prefixes []string
+	view     view
 	shard    *shardState
-	token    func(rev int64) string
+	// tokenFor encodes the token of a revision for a view.
+	tokenFor func(rev int64, v view) string
 	metrics  *metrics
 	progress time.Duration
 	// template is the stream of the member that opened the group:
@@ -35,7 +41,7 @@ type group struct {
 
 	mu      sync.Mutex
 	pending []pendingTxn
-	members map[*member]int64 // member -> revision it joined at
+	members map[*member]struct{}
 	wake    chan struct{}
 	sentRev int64
 	// scratch is the member list of one dispatch, reused; only the
@@ -47,9 +53,21 @@ type group struct {
 	done   chan struct{}
 }
 
+// pendingTxn is a transaction for the group: the events every staying
+// member gets (possibly none), and the members it moves out.
 type pendingTxn struct {
-	txn *confettipb.Txn
-	at  time.Time
+	txn   *confettipb.Txn
+	at    time.Time
+	moves []*move
+}
+
+// move is the members of a group whose view a release change turned into
+// view: they get txn, resolved for them, then join the group of view.
+type move struct {
+	members []*member
+	view    view
+	txn     *confettipb.Txn
+	sent    []itemSent
 }
 
 // member is one subscriber's place in a group: a bounded queue of encoded
@@ -58,6 +76,12 @@ type member struct {
 	q       chan *outMsg
 	lagging atomic.Bool
 	lag     chan struct{} // closed when marked lagging
+	id      *confettipb.Identity
+
+	// joined is the revision the member joined at (zero once the group
+	// has dispatched past it); left is the revision a release change moved
+	// it out at (zero while it stays). Both are guarded by the group's mu.
+	joined, left int64
 }
 
 // outMsg is one encoded message and the revision of its token.
@@ -66,17 +90,22 @@ type outMsg struct {
 	rev    int64
 	events int
 	bytes  int
+	// items are the item versions the message carries.
+	items []itemSent
+	// moved, when set, is the view the subscriber holds after this
+	// message; it then leaves its group for the group of that view.
+	moved view
 }
 
-func newMember(queue int) *member {
-	return &member{q: make(chan *outMsg, queue), lag: make(chan struct{})}
+func newMember(queue int, id *confettipb.Identity) *member {
+	return &member{q: make(chan *outMsg, queue), lag: make(chan struct{}), id: id}
 }
 
 // publish hands the group a transaction's events that match it. The
 // caller holds the shard's write lock.
-func (g *group) publish(t *confettipb.Txn, at time.Time) {
+func (g *group) publish(p pendingTxn) {
 	g.mu.Lock()
-	g.pending = append(g.pending, pendingTxn{txn: t, at: at})
+	g.pending = append(g.pending, p)
 	g.mu.Unlock()
 	select {
 	case g.wake <- struct{}{}:
@@ -89,8 +118,54 @@ func (g *group) publish(t *confettipb.Txn, at time.Time) {
 // through the group, and none before it.
 func (g *group) join(m *member, rev int64) {
 	g.mu.Lock()
-	g.members[m] = rev
+	m.joined, m.left = rev, 0
+	g.members[m] = struct{}{}
 	g.mu.Unlock()
+}
+
+// partition finds the members whose resolution changes with a
+// transaction's release changes, marks them moved at rev, and returns
+// their moves, one per new view, each with the group's plain events evs
+// and the members' resolved item events. The caller holds the shard's
+// write lock.
+func (g *group) partition(items itemIndex, changes []*cfgChange, evs []*confettipb.Event, rev int64) []*move {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var moves []*move
+	byRefs := map[string]*move{}
+	var refKey []byte
+	for m := range g.members {
+		if m.left != 0 {
+			continue
+		}
+		refKey = refKey[:0]
+		changed := false
+		for _, ch := range changes {
+			r := resolve(items.item(g.tenant, ch.item, false), ch.rel, m.id)
+			if r != g.view[ch.item] {
+				changed = true
+			}
+			refKey = strconv.AppendInt(refKey, r.version, 10)
+			refKey = append(refKey, 0)
+			refKey = append(refKey, r.gray...)
+			refKey = append(refKey, 1)
+		}
+		if !changed {
+			continue
+		}
+		mv := byRefs[string(refKey)]
+		if mv == nil {
+			nv, cevs, sent := items.changeView(g.tenant, g.prefixes, m.id, g.view, changes, rev)
+			all := make([]*confettipb.Event, 0, len(evs)+len(cevs))
+			all = append(append(all, evs...), cevs...)
+			mv = &move{view: nv, txn: &confettipb.Txn{Revision: rev, Events: all}, sent: sent}
+			byRefs[string(refKey)] = mv
+			moves = append(moves, mv)
+		}
+		mv.members = append(mv.members, m)
+		m.left = rev
+	}
+	return moves
 }
 
 // leave removes m; it reports whether the group is now empty. The caller
@@ -101,6 +176,9 @@ func (g *group) leave(m *member) bool {
 	delete(g.members, m)
 	return len(g.members) == 0
 }
+
+// token is the group's token at rev.
+func (g *group) token(rev int64) string { return g.tokenFor(rev, g.view) }
 
 // stop ends the group's goroutine.
 func (g *group) stop() {
@@ -138,29 +216,16 @@ func (g *group) dispatch() {
 	if len(batch) == 0 || len(members) == 0 {
 		return
 	}
-	first, last := batch[0].txn.Revision, batch[len(batch)-1].txn.Revision
-	shared, err := g.encode(batch, 0)
-	if err != nil {
-		return
-	}
-	for _, ma := range members {
-		m, joined := ma.m, ma.joined
-		msg := shared
-		switch {
-		case joined >= last:
-			continue
-		case joined >= first:
-			// Joined in the middle of this batch: it has the beginning.
-			if msg, err = g.encode(batch, joined); err != nil {
-				continue
-			}
-		}
-		g.enqueue(m, msg)
+	last := batch[len(batch)-1].txn.Revision
+	if slices.ContainsFunc(batch, func(p pendingTxn) bool { return len(p.moves) > 0 }) {
+		g.dispatchMoves(batch, members)
+	} else {
+		g.dispatchShared(batch, members)
 	}
 	g.mu.Lock()
-	for m, joined := range g.members {
-		if joined != 0 && joined < last {
-			g.members[m] = 0
+	for m := range g.members {
+		if m.joined != 0 && m.joined < last {
+			m.joined = 0
 		}
 	}
 	g.sentRev = max(g.sentRev, last)
@@ -169,6 +234,76 @@ func (g *group) dispatch() {
 	for _, p := range batch {
 		g.metrics.fanoutLatency.Observe(now.Sub(p.at).Seconds())
 	}
+}
+
+// dispatchShared sends a batch with no release change: one message for
+// every member (and its own to a member that joined in the middle).
+// Moved members have left before the batch and get nothing.
+func (g *group) dispatchShared(batch []pendingTxn, members []memberAt) {
+	first, last := batch[0].txn.Revision, batch[len(batch)-1].txn.Revision
+	shared, err := g.encode(batch, 0)
+	if err != nil {
+		return
+	}
+	for _, ma := range members {
+		msg := shared
+		switch {
+		case ma.left != 0 || ma.joined >= last:
+			continue
+		case ma.joined >= first:
+			// Joined in the middle of this batch: it has the beginning.
+			if msg, err = g.encode(batch, ma.joined); err != nil {
+				continue
+			}
+		}
+		g.enqueue(ma.m, msg)
+	}
+}
+
+// dispatchMoves sends a batch that moves members, one transaction at a
+// time: each member gets the transactions after it joined and up to the
+// one that moved it, which it gets resolved for its new view.
+func (g *group) dispatchMoves(batch []pendingTxn, members []memberAt) {
+	for i, p := range batch {
+		rev := p.txn.Revision
+		if len(p.txn.Events) > 0 {
+			var shared *outMsg
+			for _, ma := range members {
+				if ma.joined >= rev || (ma.left != 0 && ma.left <= rev) {
+					continue
+				}
+				if shared == nil {
+					var err error
+					if shared, err = g.encode(batch[i:i+1], 0); err != nil {
+						break
+					}
+				}
+				g.enqueue(ma.m, shared)
+			}
+		}
+		for _, mv := range p.moves {
+			msg, err := g.encodeMove(mv)
+			if err != nil {
+				continue
+			}
+			for _, m := range mv.members {
+				g.enqueue(m, msg)
+			}
+		}
+	}
+}
+
+// encodeMove builds the message of a move, whose token names the new
+// view.
+func (g *group) encodeMove(mv *move) (*outMsg, error) {
+	rev := mv.txn.Revision
+	ev := &confettipb.Events{Txns: []*confettipb.Txn{mv.txn}, Token: g.tokenFor(rev, mv.view)}
+	pm := &grpc.PreparedMsg{}
+	msg := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}
+	if err := pm.Encode(g.template, msg); err != nil {
+		return nil, err
+	}
+	return &outMsg{pm: pm, rev: rev, events: len(mv.txn.Events), bytes: proto.Size(msg), items: mv.sent, moved: mv.view}, nil
 }
 
 // bookmark sends a Progress when the shard moved past what the group last
@@ -194,21 +329,21 @@ func (g *group) bookmark() {
 	}
 }
 
-// memberAt is a member and the revision it joined at.
+// memberAt is a member and the revisions it joined and left at.
 type memberAt struct {
-	m      *member
-	joined int64
+	m            *member
+	joined, left int64
 }
 
-// snapshotMembersLocked lists the members that joined before rev (every
-// member when rev is 0) into a buffer the group's goroutine reuses, so a
+// snapshotMembersLocked lists the members that joined before rev and stay
+// (every member when rev is 0) into a buffer the group's goroutine reuses, so a
 // dispatch to thousands of members allocates nothing per member. The
 // caller holds g.mu and runs on the group's goroutine.
 func (g *group) snapshotMembersLocked(rev int64) []memberAt {
 	g.scratch = g.scratch[:0]
-	for m, joined := range g.members {
-		if rev == 0 || joined < rev {
-			g.scratch = append(g.scratch, memberAt{m: m, joined: joined})
+	for m := range g.members {
+		if rev == 0 || (m.joined < rev && m.left == 0) {
+			g.scratch = append(g.scratch, memberAt{m: m, joined: m.joined, left: m.left})
 		}
 	}
 	return g.scratch

@@ -214,6 +214,6 @@ func TestSubscriptionLimits(t *testing.T) {
 	testcluster.WaitFor(t, "a freed place", func() bool {
 		n.c.mu.RLock()
 		defer n.c.mu.RUnlock()
-		return n.c.perTenant["acme"] == 1
+		return len(n.c.subs["acme"]) == 1
 	})
 }

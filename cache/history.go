@@ -15,6 +15,8 @@ type event struct {
 	tenant string
 	// ev.Kv.Key is relative to the tenant (for example "kv/routes/1").
 	ev *confettipb.Event
+	// cfg is set on a change of an item's release record.
+	cfg *cfgChange
 }
 
 // history is a shard's ring of recent transactions, bounded by event count

@@ -101,8 +101,8 @@ func (c *Cache) rangeKV(ctx context.Context, req *confettipb.RangeRequest) (*con
 func (c *Cache) Status(ctx context.Context, _ *confettipb.CacheStatusRequest) (*confettipb.CacheStatusResponse, error) {
 	out := &confettipb.CacheStatusResponse{Node: c.cfg.NodeName}
 	c.mu.RLock()
-	for _, n := range c.perTenant {
-		out.Subscribers += int64(n)
+	for _, subs := range c.subs {
+		out.Subscribers += int64(len(subs))
 	}
 	c.mu.RUnlock()
 	for _, sh := range c.store.Shards() {

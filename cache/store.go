@@ -34,6 +34,9 @@ type shardState struct {
 	rev     int64
 	synced  bool
 	tenants map[string]*tree
+	// items indexes the tenants' config items (release records and
+	// versions) for resolution.
+	items   itemIndex
 	hist    *history
 	changed chan struct{}
 
@@ -57,6 +60,7 @@ func newShardState(id string, maxEvents int, maxBytes int64, m *metrics) *shardS
 	return &shardState{
 		id:           id,
 		tenants:      map[string]*tree{},
+		items:        itemIndex{},
 		changed:      make(chan struct{}),
 		maxEvents:    maxEvents,
 		maxBytes:     maxBytes,
@@ -73,6 +77,7 @@ func newShardState(id string, maxEvents int, maxBytes int64, m *metrics) *shardS
 // difference, so subscribers see ordinary events.
 func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 	next := map[string]*tree{}
+	nextItems := itemIndex{}
 	for _, kv := range kvs {
 		tenant, rel, ok := keys.Split(string(kv.Key))
 		if !ok || !keys.Visible(rel) {
@@ -83,14 +88,16 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 			t = btree.NewG(32, lessEntry)
 			next[tenant] = t
 		}
-		t.ReplaceOrInsert(entry{key: rel, kv: toKV(rel, kv)})
+		e := entry{key: rel, kv: toKV(rel, kv)}
+		t.ReplaceOrInsert(e)
+		nextItems.apply(tenant, rel, e.kv)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.synced {
 		// Nobody has read this shard yet: start over from this listing
 		// and wait for the backfill.
-		s.tenants = next
+		s.tenants, s.items = next, nextItems
 		s.hist = newHistory(s.maxEvents, s.maxBytes, rev)
 		s.rev = rev
 		return
@@ -101,15 +108,30 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 		return
 	}
 	d := txn{rev: rev}
+	// change is the release change of a differing key, nil for others.
+	change := func(tenant, key string) *cfgChange {
+		item, _, isRelease, ok := cfgKey(key)
+		if !ok || !isRelease {
+			return nil
+		}
+		ch := &cfgChange{item: item, prevKnown: true}
+		if st := s.items.item(tenant, item, false); st != nil {
+			ch.prev = st.rel
+		}
+		if st := nextItems.item(tenant, item, false); st != nil {
+			ch.rel = st.rel
+		}
+		return ch
+	}
 	for tenant, old := range s.tenants {
 		cur := next[tenant]
 		old.Ascend(func(e entry) bool {
 			if cur == nil {
-				d.add(tenant, deleted(e.key, rev))
+				d.add(tenant, deleted(e.key, rev), change(tenant, e.key))
 				return true
 			}
 			if _, ok := cur.Get(e); !ok {
-				d.add(tenant, deleted(e.key, rev))
+				d.add(tenant, deleted(e.key, rev), change(tenant, e.key))
 			}
 			return true
 		})
@@ -122,11 +144,12 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 					return true
 				}
 			}
-			d.add(tenant, &confettipb.Event{Type: confettipb.Event_PUT, Kv: e.kv})
+			d.add(tenant, &confettipb.Event{Type: confettipb.Event_PUT, Kv: e.kv}, change(tenant, e.key))
 			return true
 		})
 	}
 	s.tenants = next
+	s.items = nextItems
 	s.appendLocked(d)
 	s.rev = rev
 	s.synced = true
@@ -149,15 +172,31 @@ func (s *shardState) Backfill(floor int64, txns []SourceTxn) {
 		return
 	}
 	s.hist.floor = floor
+	// The record before an item's first change in the backfill is gone, so
+	// a token from before that change cannot be replayed across it.
+	last := map[string]*confettipb.Release{}
 	for _, st := range txns {
 		if st.Rev <= floor || st.Rev > s.rev {
 			continue
 		}
 		t := txn{rev: st.Rev}
 		for _, ev := range st.Events {
-			if tenant, rel, ok := keys.Split(string(ev.Kv.Key)); ok && keys.Visible(rel) {
-				t.add(tenant, toEvent(rel, ev))
+			tenant, rel, ok := keys.Split(string(ev.Kv.Key))
+			if !ok || !keys.Visible(rel) {
+				continue
 			}
+			e := toEvent(rel, ev)
+			var ch *cfgChange
+			if item, _, isRelease, ok := cfgKey(rel); ok && isRelease {
+				ch = &cfgChange{item: item}
+				if e.Type == confettipb.Event_PUT {
+					ch.rel = decodeRelease(e.Kv)
+				}
+				k := tenant + "/" + item
+				ch.prev, ch.prevKnown = last[k]
+				last[k] = ch.rel
+			}
+			t.add(tenant, e, ch)
 		}
 		if len(t.events) > 0 {
 			s.hist.append(t)
@@ -181,6 +220,7 @@ func (s *shardState) Apply(txns []SourceTxn) {
 			}
 			e := toEvent(rel, ev)
 			tr := s.tenants[tenant]
+			var ch *cfgChange
 			if e.Type == confettipb.Event_DELETE {
 				if tr != nil {
 					tr.Delete(entry{key: rel})
@@ -188,14 +228,16 @@ func (s *shardState) Apply(txns []SourceTxn) {
 						delete(s.tenants, tenant)
 					}
 				}
+				ch = s.items.apply(tenant, rel, nil)
 			} else {
 				if tr == nil {
 					tr = btree.NewG(32, lessEntry)
 					s.tenants[tenant] = tr
 				}
 				tr.ReplaceOrInsert(entry{key: rel, kv: e.Kv})
+				ch = s.items.apply(tenant, rel, e.Kv)
 			}
-			t.add(tenant, e)
+			t.add(tenant, e, ch)
 		}
 		s.appendLocked(t)
 		s.rev = st.Rev
@@ -229,17 +271,13 @@ func (s *shardState) appendLocked(t txn) {
 		if len(s.tenantGroups[tenant]) == 0 {
 			return
 		}
-		evs := make([]*confettipb.Event, len(t.events))
-		for i, e := range t.events {
-			evs[i] = e.ev
-		}
-		s.publishLocked(tenant, t.rev, evs, now)
+		s.publishLocked(tenant, t.rev, t.events, now)
 		return
 	}
-	byTenant := map[string][]*confettipb.Event{}
+	byTenant := map[string][]event{}
 	for _, e := range t.events {
 		if len(s.tenantGroups[e.tenant]) > 0 {
-			byTenant[e.tenant] = append(byTenant[e.tenant], e.ev)
+			byTenant[e.tenant] = append(byTenant[e.tenant], e)
 		}
 	}
 	for tenant, tevs := range byTenant {
@@ -248,19 +286,38 @@ func (s *shardState) appendLocked(t txn) {
 }
 
 // publishLocked hands each group of tenant the events of one transaction
-// that it sees.
-func (s *shardState) publishLocked(tenant string, rev int64, tevs []*confettipb.Event, now time.Time) {
+// that it sees. A release change that alters the resolution of some of a
+// group's members moves them out of the group with their own message.
+func (s *shardState) publishLocked(tenant string, rev int64, tevs []event, now time.Time) {
 	for _, g := range s.tenantGroups[tenant] {
-		var evs []*confettipb.Event
-		for _, ev := range tevs {
-			if keys.Match(g.prefixes, ev.Kv.Key) {
-				evs = append(evs, ev)
-			}
+		evs, changes := sortEvents(tevs, g.prefixes)
+		var moves []*move
+		if len(changes) > 0 {
+			moves = g.partition(s.items, changes, evs, rev)
 		}
-		if len(evs) > 0 {
-			g.publish(&confettipb.Txn{Revision: rev, Events: evs}, now)
+		if len(evs) > 0 || len(moves) > 0 {
+			g.publish(pendingTxn{txn: &confettipb.Txn{Revision: rev, Events: evs}, at: now, moves: moves})
 		}
 	}
+}
+
+// sortEvents sorts one tenant's events of a transaction for a subscriber with
+// prefixes: the plain events it receives as they are, and the changes of
+// release records of the items under its prefixes. The other keys of items
+// (versions, schemas, logs) are never sent.
+func sortEvents(tevs []event, prefixes []string) (evs []*confettipb.Event, changes []*cfgChange) {
+	for _, e := range tevs {
+		switch {
+		case e.cfg != nil:
+			if keys.Match(prefixes, itemKey(e.cfg.item)) {
+				changes = append(changes, e.cfg)
+			}
+		case strings.HasPrefix(e.ev.Kv.Key, keys.SpaceCfg):
+		case keys.Match(prefixes, e.ev.Kv.Key):
+			evs = append(evs, e.ev)
+		}
+	}
+	return evs, changes
 }
 
 // revision is the revision the shard has applied.
@@ -326,45 +383,121 @@ func (s *shardState) snapshotLocked(tenant string) (*tree, int64) {
 	return tr.Clone(), s.rev
 }
 
-// read collects the tenant's transactions after rev that match prefixes,
-// up to about maxBytes (always whole transactions, at least one). It
-// returns the revision the reader has then seen, and ok false when the
-// history no longer covers rev.
-func (s *shardState) read(tenant string, prefixes []string, rev int64, maxBytes int) (out []*confettipb.Txn, seen int64, ok bool) {
+// viewer is who reads history: a subscriber's tenant, prefixes and
+// identity, and the view it holds at the revision it reads from.
+type viewer struct {
+	tenant   string
+	prefixes []string
+	id       *confettipb.Identity
+	view     view
+}
+
+// readResult is what a history read yields: the transactions a viewer
+// sees, the revision it has then seen, its view at that revision, and the
+// item versions the transactions carry.
+type readResult struct {
+	txns []*confettipb.Txn
+	seen int64
+	view view
+	sent []itemSent
+}
+
+// read collects the viewer's transactions after rev, resolved for it, up
+// to about maxBytes (always whole transactions, at least one). ok is false
+// when the history no longer covers rev.
+func (s *shardState) read(v viewer, rev int64, maxBytes int) (readResult, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.readLocked(tenant, prefixes, rev, maxBytes)
+	return s.readLocked(v, rev, maxBytes)
 }
 
 // readLocked is read for a caller holding the lock.
-func (s *shardState) readLocked(tenant string, prefixes []string, rev int64, maxBytes int) (out []*confettipb.Txn, seen int64, ok bool) {
+func (s *shardState) readLocked(v viewer, rev int64, maxBytes int) (readResult, bool) {
 	if !s.hist.covers(rev) {
-		return nil, rev, false
+		return readResult{seen: rev, view: v.view}, false
 	}
-	seen = s.rev
+	r := readResult{seen: s.rev, view: v.view}
 	size := 0
+	var tevs []event
 	s.hist.after(rev, func(t *txn) bool {
-		var evs []*confettipb.Event
+		tevs = tevs[:0]
 		for _, e := range t.events {
-			if e.tenant == tenant && keys.Match(prefixes, e.ev.Kv.Key) {
-				evs = append(evs, e.ev)
+			if e.tenant == v.tenant {
+				tevs = append(tevs, e)
 			}
 		}
+		if len(tevs) == 0 {
+			return true
+		}
+		evs, changes := sortEvents(tevs, v.prefixes)
+		nv, sent := r.view, []itemSent(nil)
+		if len(changes) > 0 {
+			var cevs []*confettipb.Event
+			nv, cevs, sent = s.items.changeView(v.tenant, v.prefixes, v.id, r.view, changes, t.rev)
+			evs = append(evs, cevs...)
+		}
 		if len(evs) > 0 {
-			if len(out) > 0 && size+t.bytes > maxBytes {
-				seen = out[len(out)-1].Revision
+			if len(r.txns) > 0 && size+t.bytes > maxBytes {
+				r.seen = r.txns[len(r.txns)-1].Revision
 				return false
 			}
-			out = append(out, &confettipb.Txn{Revision: t.rev, Events: evs})
+			r.txns = append(r.txns, &confettipb.Txn{Revision: t.rev, Events: evs})
 			size += t.bytes
+		}
+		r.view = nv
+		r.sent = append(r.sent, sent...)
+		return true
+	})
+	return r, true
+}
+
+// viewAtLocked is the view a viewer held at rev: its resolution of the
+// release records as they were then, known from the history's record of
+// each change. ok is false when the history does not reach back to rev.
+func (s *shardState) viewAtLocked(v viewer, rev int64) (view, bool) {
+	if !s.hist.covers(rev) {
+		return nil, false
+	}
+	then := map[string]*confettipb.Release{}
+	ok := true
+	s.hist.after(rev, func(t *txn) bool {
+		for _, e := range t.events {
+			if e.tenant != v.tenant || e.cfg == nil {
+				continue
+			}
+			if _, seen := then[e.cfg.item]; seen {
+				continue
+			}
+			if !e.cfg.prevKnown {
+				ok = false
+				return false
+			}
+			then[e.cfg.item] = e.cfg.prev
 		}
 		return true
 	})
-	return out, seen, true
+	if !ok {
+		return nil, false
+	}
+	out := s.items.resolveView(v.tenant, v.prefixes, v.id)
+	for item, rel := range then {
+		if !keys.Match(v.prefixes, itemKey(item)) {
+			continue
+		}
+		if out == nil {
+			out = view{}
+		}
+		if r := resolve(s.items.item(v.tenant, item, false), rel, v.id); r.version != 0 {
+			out[item] = r
+		} else {
+			delete(out, item)
+		}
+	}
+	return out, true
 }
 
-func (t *txn) add(tenant string, ev *confettipb.Event) {
-	t.events = append(t.events, event{tenant: tenant, ev: ev})
+func (t *txn) add(tenant string, ev *confettipb.Event, ch *cfgChange) {
+	t.events = append(t.events, event{tenant: tenant, ev: ev, cfg: ch})
 	t.bytes += len(ev.Kv.Key) + len(ev.Kv.Value) + 48
 }
 
@@ -407,12 +540,13 @@ func (s *shardState) attachLocked(sub *subscription, m *member) *group {
 			key:      key,
 			tenant:   sub.tenant.Name,
 			prefixes: sub.prefixes,
+			view:     sub.view,
 			shard:    s,
-			token:    sub.token,
+			tokenFor: sub.tokenFor,
 			metrics:  s.metrics,
 			progress: sub.c.cfg.ProgressInterval,
 			template: sub.stream,
-			members:  map[*member]int64{},
+			members:  map[*member]struct{}{},
 			wake:     make(chan struct{}, 1),
 			sentRev:  s.rev,
 			ctx:      ctx,

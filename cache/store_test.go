@@ -54,9 +54,9 @@ func TestRelistBecomesTheDifferenceAsOneTransaction(t *testing.T) {
 		t.Fatalf("difference %q, want %q", got, want)
 	}
 	// A subscriber at 11 replays to exactly the listing.
-	txns, seen, ok := s.read("acme", []string{"kv/"}, 11, 1<<20)
-	if !ok || seen != 20 || len(txns) != 1 || len(txns[0].Events) != 3 {
-		t.Fatalf("read after the relist: %v %d %v", txns, seen, ok)
+	r, ok := s.read(viewer{tenant: "acme", prefixes: []string{"kv/"}}, 11, 1<<20)
+	if !ok || r.seen != 20 || len(r.txns) != 1 || len(r.txns[0].Events) != 3 {
+		t.Fatalf("read after the relist: %v %d %v", r.txns, r.seen, ok)
 	}
 	// An older listing (a lagging member) changes nothing.
 	s.Snapshot(19, nil)

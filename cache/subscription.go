@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
@@ -25,13 +26,22 @@ type subscription struct {
 	stream   confettipb.Cache_SubscribeServer
 	tenant   meta.Tenant
 	prefixes []string
-	view     uint64
+	id       *confettipb.Identity
 	shard    *shardState
 	codec    *tokenCodec
+	start    time.Time
 
 	// sentRev is the revision of the last token sent: the revision the
-	// subscriber's state reflects once it has applied what it got.
-	sentRev int64
+	// subscriber's state reflects once it has applied what it got. view
+	// is the subscriber's resolution of its items at sentRev, and
+	// viewHash its hash with the prefixes. Only the stream's goroutine
+	// touches them.
+	sentRev  int64
+	view     view
+	viewHash uint64
+
+	// rollout is the item versions sent to the subscriber and its answers.
+	rollout rollout
 }
 
 // Subscribe serves one subscription: a Reset or a replay from the token,
@@ -77,21 +87,24 @@ func (c *Cache) subscribe(stream confettipb.Cache_SubscribeServer) error {
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		conn = p.Addr.String()
 	}
-	release, err := c.admit(sub.tenant.Name, conn)
+	release, err := c.admit(sub, conn)
 	if err != nil {
 		return err
 	}
 	defer release()
-	// Acks are read and dropped (no rollout status counts them yet), so
-	// that flow control never blocks the client; a client that half-closes
-	// keeps receiving.
+	// Acks are read as they come, so that flow control never blocks the
+	// client; a client that half-closes keeps receiving.
 	go func() {
 		for {
-			if _, err := stream.Recv(); err != nil {
+			req, err := stream.Recv()
+			if err != nil {
 				if !errors.Is(err, io.EOF) {
 					cancel()
 				}
 				return
+			}
+			if a := req.GetAck(); a != nil {
+				sub.rollout.ack(a, time.Now())
 			}
 		}
 	}()
@@ -115,13 +128,18 @@ func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServe
 	if err != nil {
 		return nil, nil, err
 	}
+	id := start.GetIdentity()
+	if id == nil {
+		id = &confettipb.Identity{}
+	}
 	sub := &subscription{
 		c:        c,
 		stream:   stream,
 		tenant:   tenant,
 		prefixes: prefixes,
-		view:     viewHash(prefixes, ""),
+		id:       id,
 		codec:    c.codec(),
+		start:    time.Now(),
 	}
 	var pos *position
 	need := int64(0)
@@ -133,12 +151,9 @@ func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServe
 		if p.tenant != tenant.Name {
 			return nil, nil, fmt.Errorf("%w: the token was issued for tenant %q, not %q", ErrTokenTenant, p.tenant, tenant.Name)
 		}
-		switch {
-		case p.shard != tenant.Shard || p.epoch != tenant.Epoch:
+		if p.shard != tenant.Shard || p.epoch != tenant.Epoch {
 			c.metrics.resets.WithLabelValues("moved").Inc()
-		case p.view != sub.view:
-			c.metrics.resets.WithLabelValues("view").Inc()
-		default:
+		} else {
 			pos, need = &p, p.rev
 		}
 	}
@@ -156,25 +171,29 @@ func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServe
 // own and joins again.
 func (s *subscription) serve(ctx context.Context, pos *position) error {
 	from, reason := int64(-1), "new"
+	var token *uint64
 	if pos != nil {
-		from, reason = pos.rev, ""
+		from, reason, token = pos.rev, "", &pos.view
 	}
 	for {
-		m := newMember(s.c.cfg.SubscriberQueue)
-		g, err := s.join(m, from, reason)
+		m := newMember(s.c.cfg.SubscriberQueue, s.id)
+		g, err := s.join(m, from, reason, token)
 		if err != nil {
 			return err
 		}
 		err = s.pump(ctx, m)
 		s.shard.detach(g, m)
-		if !errors.Is(err, errLagging) {
+		if !errors.Is(err, errLagging) && !errors.Is(err, errMoved) {
 			return err
 		}
-		from, reason = s.sentRev, ""
+		from, reason, token = s.sentRev, "", nil
 	}
 }
 
-var errLagging = errors.New("cache: subscriber lagging")
+var (
+	errLagging = errors.New("cache: subscriber lagging")
+	errMoved   = errors.New("cache: subscriber moved to another view")
+)
 
 // pump sends the member's queued messages until the stream ends or the
 // member is marked lagging.
@@ -188,6 +207,11 @@ func (s *subscription) pump(ctx context.Context, m *member) error {
 			s.sentRev = msg.rev
 			s.c.metrics.eventsOut.Add(float64(msg.events))
 			s.c.metrics.bytesOut.Add(float64(msg.bytes))
+			s.rollout.sent(msg.items)
+			if msg.moved != nil {
+				s.setView(msg.moved)
+				return errMoved
+			}
 		case <-m.lag:
 			return errLagging
 		case <-ctx.Done():
@@ -201,54 +225,88 @@ func (s *subscription) pump(ctx context.Context, m *member) error {
 // shard's current revision and joins its group there. Catching up streams
 // most of the history without holding the shard's lock; the last step and
 // the join happen under it, so the group delivers exactly what follows.
-func (s *subscription) join(m *member, from int64, reason string) (*group, error) {
+// token, when set, is the view hash of the token resumed from: the
+// subscriber's view at from must match it, else it gets a Reset.
+func (s *subscription) join(m *member, from int64, reason string, token *uint64) (*group, error) {
+	if from >= 0 && token != nil {
+		s.shard.mu.RLock()
+		v, ok := s.shard.viewAtLocked(s.viewer(nil), from)
+		s.shard.mu.RUnlock()
+		switch {
+		case !ok:
+			from, reason = -1, "history"
+		case viewHash(s.prefixes, v.String()) != *token:
+			from, reason = -1, "view"
+		default:
+			s.setView(v)
+		}
+	}
 	if from >= 0 {
 		for {
-			txns, seen, ok := s.shard.read(s.tenant.Name, s.prefixes, from, s.c.cfg.EventsBatchBytes)
+			r, ok := s.shard.read(s.viewer(s.view), from, s.c.cfg.EventsBatchBytes)
 			if !ok {
 				from, reason = -1, "history"
 				break
 			}
-			if len(txns) == 0 {
+			if len(r.txns) == 0 {
+				s.setView(r.view)
 				break
 			}
-			if err := s.sendEvents(txns, seen); err != nil {
+			if err := s.sendEvents(r); err != nil {
 				return nil, err
 			}
-			from = seen
+			from = r.seen
 		}
 	}
 	s.shard.mu.Lock()
 	if from >= 0 && s.shard.hist.covers(from) {
-		txns, seen, _ := s.shard.readLocked(s.tenant.Name, s.prefixes, from, math.MaxInt)
+		r, _ := s.shard.readLocked(s.viewer(s.view), from, math.MaxInt)
+		s.setView(r.view)
 		g := s.shard.attachLocked(s, m)
 		s.shard.mu.Unlock()
-		if len(txns) > 0 {
-			return g, s.sendEvents(txns, seen)
+		if len(r.txns) > 0 {
+			return g, s.sendEvents(r)
 		}
 		return g, nil
 	}
 	tr, rev := s.shard.snapshotLocked(s.tenant.Name)
+	s.setView(s.shard.items.resolveView(s.tenant.Name, s.prefixes, s.id))
+	items := s.shard.items.resetKVs(s.tenant.Name, s.view)
 	g := s.shard.attachLocked(s, m)
 	s.shard.mu.Unlock()
 	if reason == "" {
 		reason = "history"
 	}
-	return g, s.reset(reason, tr, rev)
+	return g, s.reset(reason, tr, items, rev)
 }
 
-func (s *subscription) sendEvents(txns []*confettipb.Txn, seen int64) error {
+// viewer is the subscription as a reader of history holding v.
+func (s *subscription) viewer(v view) viewer {
+	return viewer{tenant: s.tenant.Name, prefixes: s.prefixes, id: s.id, view: v}
+}
+
+// setView records the view the subscriber holds.
+func (s *subscription) setView(v view) {
+	s.view = v
+	s.viewHash = viewHash(s.prefixes, v.String())
+}
+
+// sendEvents sends what a history read found, and records the view it
+// leaves the subscriber with.
+func (s *subscription) sendEvents(r readResult) error {
 	n := 0
-	for _, t := range txns {
+	for _, t := range r.txns {
 		n += len(t.Events)
 	}
 	if err := s.send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{
-		Events: &confettipb.Events{Txns: txns, Token: s.token(seen)},
+		Events: &confettipb.Events{Txns: r.txns, Token: s.tokenFor(r.seen, r.view)},
 	}}); err != nil {
 		return err
 	}
 	s.c.metrics.eventsOut.Add(float64(n))
-	s.sentRev = seen
+	s.sentRev = r.seen
+	s.setView(r.view)
+	s.rollout.sent(r.sent)
 	return nil
 }
 
@@ -256,7 +314,7 @@ func (s *subscription) sendEvents(txns []*confettipb.Txn, seen int64) error {
 // in chunks; the last chunk carries the token. The encoded chunks are kept
 // in the node's reset cache, so a storm of subscribers of one view
 // reconnecting at one revision encodes its Reset once.
-func (s *subscription) reset(reason string, tr *tree, rev int64) error {
+func (s *subscription) reset(reason string, tr *tree, items []*confettipb.KeyValue, rev int64) error {
 	s.c.metrics.resets.WithLabelValues(reason).Inc()
 	key := s.groupKey() + "@" + strconv.FormatInt(rev, 10)
 	chunks, ok := s.c.resetCache.Get(key)
@@ -266,7 +324,7 @@ func (s *subscription) reset(reason string, tr *tree, rev int64) error {
 				return chunks, nil
 			}
 			s.c.metrics.resetEncodes.Inc()
-			chunks, size, err := s.encodeReset(tr, rev)
+			chunks, size, err := s.encodeReset(tr, items, rev)
 			if err != nil {
 				return nil, err
 			}
@@ -287,6 +345,7 @@ func (s *subscription) reset(reason string, tr *tree, rev int64) error {
 		s.c.metrics.bytesOut.Add(float64(c.bytes))
 	}
 	s.sentRev = rev
+	s.rollout.reset(s.view)
 	return nil
 }
 
@@ -296,16 +355,17 @@ type encodedChunk struct {
 	bytes int
 }
 
-// encodeReset encodes the Reset of tr at rev in chunks of at most
-// ResetChunkBytes (a larger single key gets a chunk of its own).
-func (s *subscription) encodeReset(tr *tree, rev int64) ([]encodedChunk, int, error) {
+// encodeReset encodes the Reset of tr and the resolved items at rev in
+// chunks of at most ResetChunkBytes (a larger single key gets a chunk of
+// its own). The items' physical keys in tr are left out.
+func (s *subscription) encodeReset(tr *tree, items []*confettipb.KeyValue, rev int64) ([]encodedChunk, int, error) {
 	var out []encodedChunk
 	var chunk []*confettipb.KeyValue
 	size, total, n := 0, 0, int32(0)
 	flush := func(last bool) error {
 		r := &confettipb.Reset{Kvs: chunk, Last: last, Chunk: n}
 		if last {
-			r.Token = s.token(rev)
+			r.Token = s.tokenFor(rev, s.view)
 		}
 		m := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Reset_{Reset_: r}}
 		pm := &grpc.PreparedMsg{}
@@ -320,25 +380,37 @@ func (s *subscription) encodeReset(tr *tree, rev int64) ([]encodedChunk, int, er
 		return nil
 	}
 	var err error
-	if tr != nil {
-		for _, p := range s.prefixes {
-			tr.AscendGreaterOrEqual(entry{key: p}, func(e entry) bool {
-				if !inRange(e.key, p, prefixEnd(p)) {
-					return false
-				}
-				sz := proto.Size(e.kv)
-				if len(chunk) > 0 && size+sz > s.c.cfg.ResetChunkBytes {
-					if err = flush(false); err != nil {
-						return false
-					}
-				}
-				chunk = append(chunk, e.kv)
-				size += sz
-				return true
-			})
-			if err != nil {
+	add := func(kv *confettipb.KeyValue) bool {
+		sz := proto.Size(kv)
+		if len(chunk) > 0 && size+sz > s.c.cfg.ResetChunkBytes {
+			if err = flush(false); err != nil {
+				return false
+			}
+		}
+		chunk = append(chunk, kv)
+		size += sz
+		return true
+	}
+	for _, p := range s.prefixes {
+		for _, kv := range items {
+			if strings.HasPrefix(kv.Key, p) && !add(kv) {
 				return nil, 0, err
 			}
+		}
+		if tr == nil {
+			continue
+		}
+		tr.AscendGreaterOrEqual(entry{key: p}, func(e entry) bool {
+			if !inRange(e.key, p, prefixEnd(p)) {
+				return false
+			}
+			if strings.HasPrefix(e.key, keys.SpaceCfg) {
+				return true
+			}
+			return add(e.kv)
+		})
+		if err != nil {
+			return nil, 0, err
 		}
 	}
 	if err := flush(true); err != nil {
@@ -349,11 +421,12 @@ func (s *subscription) encodeReset(tr *tree, rev int64) ([]encodedChunk, int, er
 
 // groupKey names the group of subscribers that receive the same bytes.
 func (s *subscription) groupKey() string {
-	return s.tenant.Name + "\x00" + strings.Join(s.prefixes, "\x00") + "\x00" + strconv.FormatUint(s.view, 16)
+	return s.tenant.Name + "\x00" + strings.Join(s.prefixes, "\x00") + "\x00" + strconv.FormatUint(s.viewHash, 16)
 }
 
-func (s *subscription) token(rev int64) string {
-	return s.codec.encode(position{tenant: s.tenant.Name, shard: s.tenant.Shard, epoch: s.tenant.Epoch, rev: rev, view: s.view})
+// tokenFor is the subscriber's token at rev when it holds v.
+func (s *subscription) tokenFor(rev int64, v view) string {
+	return s.codec.encode(position{tenant: s.tenant.Name, shard: s.tenant.Shard, epoch: s.tenant.Epoch, rev: rev, view: viewHash(s.prefixes, v.String())})
 }
 
 func (s *subscription) send(m *confettipb.SubscribeResponse) error {
