@@ -143,13 +143,13 @@ type Cache struct {
 	// connection.
 	subs    map[string]map[*subscription]struct{}
 	perConn map[string]int
-	tokens    *tokenCodec
-	ready     chan struct{} // closed once the token key is loaded
-	closed    bool
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	subsWG    sync.WaitGroup
+	tokens  *tokenCodec
+	ready   chan struct{} // closed once the token key is loaded
+	closed  bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	subsWG  sync.WaitGroup
 }
 
 // New starts a cache node that follows store's registry, sourcing every

@@ -134,4 +134,3 @@ func (c *Cache) Rollout(_ context.Context, req *confettipb.RolloutRequest) (*con
 	slices.SortFunc(out.Gateways, func(a, b *confettipb.GatewayRollout) int { return strings.Compare(a.InstanceId, b.InstanceId) })
 	return out, nil
 }
-
