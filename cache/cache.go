@@ -294,6 +294,44 @@ func (c *Cache) run() {
 	}
 }
 
+// Advertise registers the node in meta, under the gRPC address proxies
+// reach it at, until it closes (retrying while meta cannot be reached), so
+// that release status counts the gateways subscribed to it.
+func (c *Cache) Advertise(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.register(addr)
+	}()
+}
+
+func (c *Cache) register(addr string) {
+	select {
+	case <-c.ready:
+	case <-c.ctx.Done():
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.store.RegisterCache(c.ctx, meta.CacheNode{Name: c.cfg.NodeName, Addr: addr})
+		if err == nil {
+			return
+		}
+		c.lg.Warn("registering the node in meta", zap.Error(err))
+		select {
+		case <-time.After(backoff):
+		case <-c.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
 // waitSynced waits until a shard is listed and has applied at least rev.
 func (c *Cache) waitSynced(ctx context.Context, shard string, rev int64) (*shardState, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncWait)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,12 +11,14 @@ import (
 
 	"github.com/confetti-io/confetti/cache"
 	"github.com/confetti-io/confetti/internal/meta"
+	"github.com/confetti-io/confetti/internal/serve"
 )
 
 func newCacheCommand(a *app) *cobra.Command {
 	var (
-		rf  roleFlags
-		cfg cache.Config
+		rf        roleFlags
+		cfg       cache.Config
+		advertise string
 	)
 	cmd := &cobra.Command{
 		Use:   "cache",
@@ -34,7 +38,8 @@ and interchangeable: a token from one is valid on all.`,
 				if err != nil {
 					return roleParts{}, err
 				}
-				return roleParts{register: c.Register, ready: cacheReady(c), drain: c.Close}, nil
+				started := func(addrs serve.Addrs) { c.Advertise(advertiseAddr(advertise, addrs.GRPC)) }
+				return roleParts{register: c.Register, ready: cacheReady(c), drain: c.Close, started: started}, nil
 			})
 		},
 	}
@@ -42,10 +47,29 @@ and interchangeable: a token from one is valid on all.`,
 	fs := cmd.Flags()
 	rf.register(fs, ":7710", ":7791")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "name of this node in status and logs (default: the host name)")
+	fs.StringVar(&advertise, "advertise-addr", "", "gRPC address proxies reach this node at, registered in meta for release status (default: the listen address, with the host name when it listens on every interface)")
 	fs.IntVar(&cfg.HistoryMaxEvents, "history-max-events", 100000, "events of history kept per shard for resuming subscribers")
 	fs.Int64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 64<<20, "bytes of history kept per shard for resuming subscribers")
 	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", 5*time.Second, "how often an idle subscriber gets a bookmark (the contract allows at most 10s)")
 	return cmd
+}
+
+// advertiseAddr is addr, or when empty the bound address with the host
+// name in place of an unspecified host.
+func advertiseAddr(addr, bound string) string {
+	if addr != "" {
+		return addr
+	}
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if name, err := os.Hostname(); err == nil {
+			host = name
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func cacheReady(c *cache.Cache) func() error {

@@ -278,6 +278,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 		if err != nil {
 			return err
 		}
+		c.Advertise(cacheAddrs[i].GRPC)
 		caches[i] = c
 		servers = append(servers, srv)
 	}

@@ -55,6 +55,8 @@ type roleParts struct {
 	// role's gRPC server on gatewayAddr.
 	gatewayAddr string
 	gateway     serve.GatewayFunc
+	// started, if set, is told the bound addresses once serving.
+	started func(serve.Addrs)
 }
 
 // newRegistry returns a metrics registry holding the Go and process
@@ -137,6 +139,9 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 		return err
 	}
 	lg.Info("serving", zap.String("grpc-addr", addrs.GRPC), zap.String("metrics-addr", addrs.Metrics), zap.String("http-addr", addrs.Gateway), zap.Strings("meta-endpoints", f.metaEndpoints))
+	if parts.started != nil {
+		parts.started(addrs)
+	}
 
 	var runErr error
 	select {
