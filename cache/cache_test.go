@@ -80,9 +80,19 @@ type subscriber struct {
 	events  []*confettipb.Event
 	seen    map[string]bool // key@mod_revision of every PUT applied
 	err     error
+	// items holds the ItemRef of every config item held.
+	items        map[string]*confettipb.ItemRef
+	pendingItems map[string]*confettipb.ItemRef
+	stream       confettipb.Cache_SubscribeClient
 }
 
 func subscribe(t *testing.T, n *node, tenant string, prefixes []string, token string) *subscriber {
+	t.Helper()
+	return subscribeAs(t, n, tenant, prefixes, token, nil)
+}
+
+// subscribeAs subscribes with an identity, for release resolution.
+func subscribeAs(t *testing.T, n *node, tenant string, prefixes []string, token string, id *confettipb.Identity) *subscriber {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := n.cli.Subscribe(ctx)
@@ -90,11 +100,12 @@ func subscribe(t *testing.T, n *node, tenant string, prefixes []string, token st
 		t.Fatal(err)
 	}
 	if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{
-		Tenant: tenant, Prefixes: prefixes, Token: token,
+		Tenant: tenant, Prefixes: prefixes, Token: token, Identity: id,
 	}}}); err != nil {
 		t.Fatal(err)
 	}
-	s := &subscriber{t: t, cancel: cancel, done: make(chan struct{}), state: map[string]string{}, seen: map[string]bool{}, token: token}
+	s := &subscriber{t: t, cancel: cancel, done: make(chan struct{}), state: map[string]string{}, seen: map[string]bool{}, token: token,
+		items: map[string]*confettipb.ItemRef{}, stream: stream}
 	go s.loop(stream)
 	t.Cleanup(s.close)
 	return s
@@ -135,10 +146,17 @@ func (s *subscriber) apply(m *confettipb.SubscribeResponse) {
 		if s.pending == nil {
 			s.pending = map[string]string{}
 		}
+		if s.pendingItems == nil {
+			s.pendingItems = map[string]*confettipb.ItemRef{}
+		}
 		for _, kv := range r.Reset_.Kvs {
 			s.pending[kv.Key] = string(kv.Value)
+			if kv.Item != nil {
+				s.pendingItems[kv.Key] = kv.Item
+			}
 		}
 		if r.Reset_.Last {
+			s.items, s.pendingItems = s.pendingItems, nil
 			s.state, s.pending = s.pending, nil
 			s.token = r.Reset_.Token
 			s.resets++
@@ -157,8 +175,12 @@ func (s *subscriber) apply(m *confettipb.SubscribeResponse) {
 					}
 					s.seen[id] = true
 					s.state[ev.Kv.Key] = string(ev.Kv.Value)
+					if ev.Kv.Item != nil {
+						s.items[ev.Kv.Key] = ev.Kv.Item
+					}
 				} else {
 					delete(s.state, ev.Kv.Key)
+					delete(s.items, ev.Kv.Key)
 				}
 				s.events = append(s.events, ev)
 			}

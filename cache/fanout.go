@@ -142,7 +142,7 @@ func (g *group) partition(items itemIndex, changes []*cfgChange, evs []*confetti
 		changed := false
 		for _, ch := range changes {
 			r := resolve(items.item(g.tenant, ch.item, false), ch.rel, m.id)
-			if r != g.view[ch.item] {
+			if r.version != g.view[ch.item].version {
 				changed = true
 			}
 			refKey = strconv.AppendInt(refKey, r.version, 10)

@@ -21,8 +21,11 @@ import (
 // A release change sends an event only to the subscribers whose resolved
 // version changed.
 
-// ref is the version of an item a subscriber resolves to; the zero ref
-// means the item is not delivered.
+// ref is the version of an item a subscriber resolves to, and the gray
+// that chose it; the zero ref means the item is not delivered. Only the
+// version counts as a change: a gray promoted to stable changes no
+// subscriber's content, so it sends nothing, and gray is what chose the
+// version when it was sent.
 type ref struct {
 	version int64
 	gray    string
@@ -256,7 +259,7 @@ func (x itemIndex) changeView(tenant string, prefixes []string, id *confettipb.I
 			continue
 		}
 		r := resolve(x.item(tenant, ch.item, false), ch.rel, id)
-		if r == out[ch.item] {
+		if r.version == out[ch.item].version {
 			continue
 		}
 		kv := x.resolvedKV(tenant, ch.item, r, rev)
@@ -298,12 +301,9 @@ func (v view) String() string {
 	slices.Sort(items)
 	var b strings.Builder
 	for _, item := range items {
-		r := v[item]
 		b.WriteString(item)
 		b.WriteByte(0)
-		b.WriteString(strconv.FormatInt(r.version, 10))
-		b.WriteByte(0)
-		b.WriteString(r.gray)
+		b.WriteString(strconv.FormatInt(v[item].version, 10))
 		b.WriteByte(1)
 	}
 	return b.String()

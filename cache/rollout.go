@@ -63,7 +63,7 @@ func (r *rollout) setLocked(item string, ref ref, now time.Time) {
 		delete(r.items, item)
 		return
 	}
-	if cur := r.items[item]; cur != nil && cur.ref == ref {
+	if cur := r.items[item]; cur != nil && cur.ref.version == ref.version {
 		return
 	}
 	if r.items == nil {
