@@ -45,7 +45,9 @@ func setRelease(t *testing.T, cli *clientv3.Client, tenant, item string, rel *co
 	return resp.Header.Revision
 }
 
-func content(item string, version int64) string { return fmt.Sprintf(`{"item":%q,"v":%d}`, item, version) }
+func content(item string, version int64) string {
+	return fmt.Sprintf(`{"item":%q,"v":%d}`, item, version)
+}
 
 // itemOf is what a subscriber holds of an item: its version and gray, or
 // zero.
