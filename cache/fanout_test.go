@@ -30,15 +30,21 @@ type checked struct {
 // stream; when gated, the client reads nothing until release is called.
 func subscribeChecked(t *testing.T, n *node, tenant string, prefixes []string, gated bool) *checked {
 	t.Helper()
+	return subscribeCheckedAs(t, n, tenant, prefixes, gated, nil)
+}
+
+// subscribeCheckedAs is subscribeChecked with an identity.
+func subscribeCheckedAs(t *testing.T, n *node, tenant string, prefixes []string, gated bool, id *confettipb.Identity) *checked {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := n.cli.Subscribe(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tenant, Prefixes: prefixes}}}); err != nil {
+	if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tenant, Prefixes: prefixes, Identity: id}}}); err != nil {
 		t.Fatal(err)
 	}
-	c := &checked{stream: watchcheck.NewStream(tenant, prefixes), cancel: cancel, done: make(chan error, 1), gate: make(chan struct{})}
+	c := &checked{stream: watchcheck.NewStreamAs(tenant, prefixes, id), cancel: cancel, done: make(chan error, 1), gate: make(chan struct{})}
 	if !gated {
 		close(c.gate)
 	}

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/release"
 )
 
 // Reference is etcd's own view of one shard: a listing at start and every
@@ -97,11 +100,74 @@ func (r *Reference) WaitRevision(ctx context.Context, rev int64) error {
 	}
 }
 
-// State returns a tenant's keys under prefixes at rev, keyed as
-// subscribers see them (relative to the tenant), with their values.
-func (r *Reference) State(tenant string, prefixes []string, rev int64) (map[string]string, error) {
-	c := r.cursor(tenant, prefixes)
-	return c.at(rev)
+// State returns a tenant's keys under prefixes at rev, keyed as a
+// subscriber with identity id sees them (relative to the tenant, config
+// items resolved), with their values.
+func (r *Reference) State(tenant string, prefixes []string, id *confettipb.Identity, rev int64) (map[string]string, error) {
+	raw, err := r.cursor(tenant, prefixes).at(rev)
+	if err != nil {
+		return nil, err
+	}
+	return resolveItems(raw, prefixes, id), nil
+}
+
+// resolveItems turns a tenant's physical keys into what a subscriber with
+// identity id holds: an item's versions and release record give way to
+// one key, cfg/<item>, holding the content of the version its release
+// resolves to.
+func resolveItems(raw map[string]string, prefixes []string, id *confettipb.Identity) map[string]string {
+	out := make(map[string]string, len(raw))
+	var items []string
+	for k, v := range raw {
+		rest, isCfg := strings.CutPrefix(k, keys.SpaceCfg)
+		if !isCfg {
+			out[k] = v
+			continue
+		}
+		if item, ok := strings.CutSuffix(rest, "/release"); ok && !strings.Contains(item, "/") {
+			items = append(items, item)
+		}
+	}
+	for _, item := range items {
+		key := keys.SpaceCfg + item
+		if !keys.Match(prefixes, key) {
+			continue
+		}
+		var rel confettipb.Release
+		if proto.Unmarshal([]byte(raw[key+"/release"]), &rel) != nil {
+			continue
+		}
+		v, _ := release.Resolve(&rel, id)
+		body, ok := raw[fmt.Sprintf("%s/v/%020d", key, v)]
+		if v == 0 || !ok {
+			continue
+		}
+		var iv confettipb.ItemVersion
+		if proto.Unmarshal([]byte(body), &iv) != nil {
+			continue
+		}
+		out[key] = string(iv.Content)
+	}
+	return out
+}
+
+// itemChanges lists, as "PUT key=value" and "DELETE key" lines, the config
+// items whose resolved value differs between two resolved states.
+func itemChanges(before, after map[string]string) []string {
+	var out []string
+	for k, v := range after {
+		if strings.HasPrefix(k, keys.SpaceCfg) {
+			if w, ok := before[k]; !ok || w != v {
+				out = append(out, "PUT "+k+"="+v)
+			}
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok && strings.HasPrefix(k, keys.SpaceCfg) {
+			out = append(out, "DELETE "+k)
+		}
+	}
+	return out
 }
 
 // stateCursor rebuilds a tenant's state at increasing revisions, applying
@@ -155,27 +221,30 @@ func (c *stateCursor) at(rev int64) (map[string]string, error) {
 }
 
 // txn returns the part of the transaction at rev that a subscriber of
-// tenant under prefixes sees, as "PUT key=value" and "DELETE key" lines.
-func (r *Reference) txn(tenant string, prefixes []string, rev int64) []string {
+// tenant under prefixes sees of its plain keys, as "PUT key=value" and
+// "DELETE key" lines, and whether it touched a config item's keys.
+func (r *Reference) txn(tenant string, prefixes []string, rev int64) (lines []string, items bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i, found := slices.BinarySearchFunc(r.txns, rev, func(t refTxn, rev int64) int { return int(t.rev - rev) })
 	if !found {
-		return nil
+		return nil, false
 	}
-	var out []string
 	for _, ev := range r.txns[i].events {
 		t, rel, ok := keys.Split(string(ev.Kv.Key))
 		if !ok || t != tenant || !keys.Visible(rel) || !keys.Match(prefixes, rel) {
 			continue
 		}
-		if ev.Type == mvccpb.PUT {
-			out = append(out, "PUT "+rel+"="+string(ev.Kv.Value))
-		} else {
-			out = append(out, "DELETE "+rel)
+		switch {
+		case strings.HasPrefix(rel, keys.SpaceCfg):
+			items = true
+		case ev.Type == mvccpb.PUT:
+			lines = append(lines, "PUT "+rel+"="+string(ev.Kv.Value))
+		default:
+			lines = append(lines, "DELETE "+rel)
 		}
 	}
-	return out
+	return lines, items
 }
 
 // Stream is what one subscriber received, across its reconnects. Its
@@ -183,6 +252,7 @@ func (r *Reference) txn(tenant string, prefixes []string, rev int64) []string {
 type Stream struct {
 	tenant   string
 	prefixes []string
+	id       *confettipb.Identity
 
 	mu        sync.Mutex
 	items     []item
@@ -204,6 +274,14 @@ func NewStream(tenant string, prefixes []string) *Stream {
 		panic(err)
 	}
 	return &Stream{tenant: tenant, prefixes: p}
+}
+
+// NewStreamAs records a subscriber with an identity, whose config items
+// resolve for it.
+func NewStreamAs(tenant string, prefixes []string, id *confettipb.Identity) *Stream {
+	s := NewStream(tenant, prefixes)
+	s.id = id
+	return s
 }
 
 // Subscribed records a (re)subscription resuming from token ("" for none).
@@ -294,15 +372,16 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 			fail("reliable: %v", err)
 			return
 		}
-		want, err := cur.at(rev)
+		raw, err := cur.at(rev)
 		if err != nil {
 			fail("reliable: %v", err)
 			return
 		}
-		if !maps.Equal(want, res.State) {
+		if want := resolveItems(raw, s.prefixes, s.id); !maps.Equal(want, res.State) {
 			fail("reliable: at revision %d the subscriber holds %v, etcd held %v", rev, res.State, want)
 		}
 	}
+	txnCur := ref.cursor(s.tenant, s.prefixes)
 	for i, it := range items {
 		if it.resubscribe {
 			firstOfConn, lastTokenAt = true, time.Time{}
@@ -365,7 +444,20 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 				}
 				if err := ref.WaitRevision(context.Background(), t.Revision); err != nil {
 					fail("atomic: %v", err)
-				} else if want := ref.txn(s.tenant, s.prefixes, t.Revision); !slices.Equal(got, want) && !(opt.Merged && contains(got, want)) {
+					continue
+				}
+				want, items := ref.txn(s.tenant, s.prefixes, t.Revision)
+				if items {
+					before, err1 := txnCur.at(t.Revision - 1)
+					after, err2 := txnCur.at(t.Revision)
+					if err := errors.Join(err1, err2); err != nil {
+						fail("atomic: %v", err)
+					}
+					want = append(want, itemChanges(resolveItems(before, s.prefixes, s.id), resolveItems(after, s.prefixes, s.id))...)
+				}
+				slices.Sort(got)
+				slices.Sort(want)
+				if !slices.Equal(got, want) && !(opt.Merged && contains(got, want)) {
 					fail("atomic: txn %d delivered %q, etcd's transaction was %q", t.Revision, got, want)
 				}
 			}
