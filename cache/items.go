@@ -82,6 +82,20 @@ func cfgKey(rel string) (item string, version int64, isRelease, ok bool) {
 	return "", 0, false, false
 }
 
+// kept reports whether the cache keeps a tenant-relative key: the visible
+// namespaces, except an item's keys that no subscriber receives (its
+// schema and release log).
+func kept(rel string) bool {
+	if !keys.Visible(rel) {
+		return false
+	}
+	if !strings.HasPrefix(rel, keys.SpaceCfg) {
+		return true
+	}
+	_, _, _, ok := cfgKey(rel)
+	return ok
+}
+
 // itemIndex is the config items of a shard's tenants.
 type itemIndex map[string]map[string]*itemState
 

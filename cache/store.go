@@ -80,7 +80,7 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 	nextItems := itemIndex{}
 	for _, kv := range kvs {
 		tenant, rel, ok := keys.Split(string(kv.Key))
-		if !ok || !keys.Visible(rel) {
+		if !ok || !kept(rel) {
 			continue
 		}
 		t := next[tenant]
@@ -182,7 +182,7 @@ func (s *shardState) Backfill(floor int64, txns []SourceTxn) {
 		t := txn{rev: st.Rev}
 		for _, ev := range st.Events {
 			tenant, rel, ok := keys.Split(string(ev.Kv.Key))
-			if !ok || !keys.Visible(rel) {
+			if !ok || !kept(rel) {
 				continue
 			}
 			e := toEvent(rel, ev)
@@ -215,7 +215,7 @@ func (s *shardState) Apply(txns []SourceTxn) {
 		t := txn{rev: st.Rev}
 		for _, ev := range st.Events {
 			tenant, rel, ok := keys.Split(string(ev.Kv.Key))
-			if !ok || !keys.Visible(rel) {
+			if !ok || !kept(rel) {
 				continue
 			}
 			e := toEvent(rel, ev)
