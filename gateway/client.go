@@ -37,8 +37,9 @@ type Client struct {
 	mu       sync.Mutex
 	handlers []func(Change)
 	stats    Stats
-	started  time.Time
-	tokenAt  time.Time
+	// lostAt is when the view stopped being known current: Start, or the
+	// end of the last stream; zero while a stream keeps it current.
+	lostAt time.Time
 	state    int // 0 new, 1 started, 2 closed
 
 	// onSubscribe and onMessage, when set (by tests), see every stream
@@ -57,18 +58,17 @@ type Stats struct {
 	// Endpoint is the cache node the client streams from; empty while it
 	// is disconnected.
 	Endpoint string
-	// ConnectedAt is when the current (or last) stream delivered its first
-	// message.
-	ConnectedAt time.Time
+	// SubscribedAt is when the current (or last) stream was opened.
+	SubscribedAt time.Time
 	// Token is the view's resume token.
 	Token string
 	// Keys is the number of keys in the view.
 	Keys int
-	// Lag is how long ago a message confirmed the view current: the cache
-	// sends a token at least every 10 s to an idle subscription, so a lag
-	// well above that means the view is stale (the client is disconnected
-	// or the stream stalled). Before the first such message it counts from
-	// Start.
+	// Lag is how long the view may have been stale: zero while a stream
+	// keeps it current (the cache pushes every change as it happens), else
+	// the time since the last stream ended, or since Start before the
+	// first sync. A stream is current once it resumed from the view's
+	// token or delivered its first Reset or Events.
 	Lag time.Duration
 	// Resets counts Resets applied; Resumes counts streams that resumed
 	// from the view's token by replay instead.
@@ -133,7 +133,7 @@ func (c *Client) Start(ctx context.Context) error {
 		return ErrClosed
 	}
 	c.state = 1
-	c.started = time.Now()
+	c.lostAt = time.Now()
 	c.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err
@@ -225,12 +225,8 @@ func (c *Client) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	s.Token, s.Keys = v.Token(), v.Len()
-	from := c.tokenAt
-	if from.IsZero() {
-		from = c.started
-	}
-	if !from.IsZero() {
-		s.Lag = time.Since(from)
+	if !c.lostAt.IsZero() {
+		s.Lag = time.Since(c.lostAt)
 	}
 	return s
 }

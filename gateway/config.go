@@ -54,10 +54,6 @@ type Config struct {
 	BackoffInitial time.Duration `yaml:"backoff-initial"`
 	// BackoffMax caps the reconnect window. Zero means 30 seconds.
 	BackoffMax time.Duration `yaml:"backoff-max"`
-	// StallTimeout ends a stream that delivered nothing for this long (the
-	// cache bookmarks an idle subscription at least every 10 s) and
-	// reconnects. Zero means 30 seconds.
-	StallTimeout time.Duration `yaml:"stall-timeout"`
 	// ChangeBuffer is the capacity of the Changes channel. Zero means 64.
 	ChangeBuffer int `yaml:"change-buffer"`
 	// MaxMessageBytes bounds one received message. Zero means 64 MiB.
@@ -93,9 +89,6 @@ func (c *Config) setDefaults() error {
 	if c.BackoffMax == 0 {
 		c.BackoffMax = 30 * time.Second
 	}
-	if c.StallTimeout == 0 {
-		c.StallTimeout = 30 * time.Second
-	}
 	if c.ChangeBuffer == 0 {
 		c.ChangeBuffer = 64
 	}
@@ -114,7 +107,7 @@ func (c *Config) setDefaults() error {
 	if c.Tenant == "" {
 		errs = append(errs, errors.New("no tenant: set Tenant (--tenant)"))
 	}
-	if c.SnapshotInterval < 0 || c.BackoffInitial < 0 || c.BackoffMax < 0 || c.StallTimeout < 0 || c.ChangeBuffer < 0 || c.MaxMessageBytes < 0 {
+	if c.SnapshotInterval < 0 || c.BackoffInitial < 0 || c.BackoffMax < 0 || c.ChangeBuffer < 0 || c.MaxMessageBytes < 0 {
 		errs = append(errs, errors.New("durations and sizes must not be negative"))
 	}
 	if c.BackoffMax < c.BackoffInitial {

@@ -15,6 +15,4 @@ var (
 	// ErrForeignSnapshot reports a snapshot file written for another
 	// tenant or other prefixes; it is never served.
 	ErrForeignSnapshot = errors.New("gateway: snapshot of another subscription")
-	// ErrStalled ends a stream that delivered nothing for StallTimeout.
-	ErrStalled = errors.New("gateway: stream stalled")
 )

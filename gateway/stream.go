@@ -64,6 +64,9 @@ func (c *Client) run() {
 		progressed, refused, err := c.session(c.ctx, eps[i], fresh)
 		c.mu.Lock()
 		c.stats.Endpoint = ""
+		if c.lostAt.IsZero() {
+			c.lostAt = time.Now()
+		}
 		c.mu.Unlock()
 		if c.ctx.Err() != nil {
 			return
@@ -125,19 +128,11 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 		return false, false, err
 	}
 	defer release()
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if c.cfg.APIKey != "" {
 		sctx = metadata.AppendToOutgoingContext(sctx, apiKeyMetadata, c.cfg.APIKey)
 	}
-	stall := time.AfterFunc(c.cfg.StallTimeout, func() { cancel(ErrStalled) })
-	defer stall.Stop()
-	defer func() {
-		if errors.Is(context.Cause(sctx), ErrStalled) && ctx.Err() == nil {
-			err = ErrStalled
-		}
-	}()
-
 	stream, err := confettipb.NewCacheClient(cc).Subscribe(sctx, grpc.MaxCallRecvMsgSize(c.cfg.MaxMessageBytes))
 	if err != nil {
 		return false, false, err
@@ -160,23 +155,23 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 		_, err = stream.Recv()
 		return false, false, err
 	}
+	c.mu.Lock()
+	c.stats.Endpoint, c.stats.SubscribedAt = endpoint, time.Now()
+	if token != "" {
+		// The node replays what came after the token, or nothing when
+		// there is nothing new: the view is current.
+		c.lostAt = time.Time{}
+	}
+	c.mu.Unlock()
 	var pending []*confettipb.KeyValue
-	first := true
 	for {
 		m, err := stream.Recv()
 		if err != nil {
 			refused := !progressed && token != "" && status.Code(err) == codes.InvalidArgument
 			return progressed, refused, err
 		}
-		stall.Reset(c.cfg.StallTimeout)
 		if c.onMessage != nil {
 			c.onMessage(m)
-		}
-		if first {
-			first = false
-			c.mu.Lock()
-			c.stats.Endpoint, c.stats.ConnectedAt = endpoint, time.Now()
-			c.mu.Unlock()
 		}
 		old := c.view.Load()
 		var (
@@ -219,7 +214,7 @@ func (c *Client) account(src Source, a applied, resuming bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.tokenAt = time.Now()
+	c.lostAt = time.Time{}
 	switch {
 	case src == SourceReset:
 		c.stats.Resets++
