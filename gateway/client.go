@@ -40,7 +40,7 @@ type Client struct {
 	// lostAt is when the view stopped being known current: Start, or the
 	// end of the last stream; zero while a stream keeps it current.
 	lostAt time.Time
-	state    int // 0 new, 1 started, 2 closed
+	state  int // 0 new, 1 started, 2 closed
 
 	// onSubscribe and onMessage, when set (by tests), see every stream
 	// start with the token it resumes from and every message received.
@@ -198,7 +198,8 @@ func (c *Client) View() *View { return c.view.Load() }
 func (c *Client) Get(key string) (*confettipb.KeyValue, bool) { return c.view.Load().Get(key) }
 
 // Ready is closed once the client serves a view: the snapshot loaded at
-// Start or the first sync with a cache node.
+// Start or the first sync with a cache node, after the OnChange handlers
+// saw it.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
 
 // OnChange registers fn to be called with every Change, in order, on the
@@ -232,10 +233,11 @@ func (c *Client) Stats() Stats {
 }
 
 // publish makes a the current view and tells the change handlers, the
-// Changes channel and the snapshot writer.
+// Changes channel and the snapshot writer; Ready closes after the handlers
+// saw the first view.
 func (c *Client) publish(src Source, a applied) {
 	prev := c.view.Swap(a.view)
-	c.readyOnce.Do(func() { close(c.ready) })
+	defer c.readyOnce.Do(func() { close(c.ready) })
 	if src != SourceSnapshot {
 		select {
 		case c.kick <- struct{}{}:
