@@ -27,6 +27,16 @@ type View struct {
 // emptyView is the view of a client that holds nothing yet.
 var emptyView = &View{kvs: map[string]*confettipb.KeyValue{}}
 
+// NewView returns a view holding kvs at token, for tests and for sources
+// of views other than a Client.
+func NewView(token string, kvs ...*confettipb.KeyValue) *View {
+	m := make(map[string]*confettipb.KeyValue, len(kvs))
+	for _, kv := range kvs {
+		m[kv.Key] = kv
+	}
+	return newView(token, m)
+}
+
 func newView(token string, kvs map[string]*confettipb.KeyValue) *View {
 	return &View{token: token, kvs: kvs}
 }
