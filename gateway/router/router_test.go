@@ -18,7 +18,10 @@ import (
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/gateway"
+	"github.com/confetti-io/confetti/gateway/internal/gatewaytest"
 )
+
+func TestMain(m *testing.M) { gatewaytest.VerifyNoLeaks(m) }
 
 // staticSource is a Source whose view the test sets.
 type staticSource struct {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -198,4 +199,15 @@ func (s *System) StartProxy(t testing.TB) *Proxy {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &Proxy{Conn: conn, Leases: confettipb.NewLeasesClient(conn), KV: confettipb.NewKVClient(conn)}
+}
+
+// VerifyNoLeaks is TestMain for packages whose tests start the system: it
+// fails the run when goroutines outlive the tests, apart from the
+// package-level ones of etcd's embedded server and client.
+func VerifyNoLeaks(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
 }
