@@ -213,11 +213,11 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	rt := t.match(req)
 	if rt == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route matches %s %s (host %s); routes are the keys kv/routes/<id>", req.Method, req.URL.Path, req.Host))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route matches %s %s (host %s); routes are the tenant's keys /routes/<id> (confetti kv put --tenant T /routes/<id> '{\"uri\":...,\"upstream_id\":...}')", req.Method, req.URL.Path, req.Host))
 		return
 	}
 	if rt.upstream == nil {
-		writeError(w, http.StatusBadGateway, fmt.Sprintf("route %s names upstream %q, which does not exist: write kv/upstreams/%s", rt.id, rt.missing, rt.missing))
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("route %s names upstream %q, which does not exist: write the tenant's key /upstreams/%s", rt.id, rt.missing, rt.missing))
 		return
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.Timeout)
@@ -227,7 +227,6 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // Status is what StatusPath serves.
 type Status struct {
-	Tenant   string `json:"tenant,omitempty"`
 	Endpoint string `json:"endpoint"`
 	Token    string `json:"token"`
 	// Lag is how long the view may have been stale (gateway.Stats.Lag).
@@ -258,6 +257,7 @@ func (r *Router) Status() Status {
 func (r *Router) serveStatus(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	enc.Encode(r.Status())
 }
@@ -265,7 +265,9 @@ func (r *Router) serveStatus(w http.ResponseWriter) {
 func writeError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"error": msg, "code": code})
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(map[string]any{"error": msg, "code": code})
 }
 
 // proxyError answers a request the upstream did not answer.
