@@ -9,6 +9,8 @@ import (
 
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -26,11 +28,18 @@ type fakeCache struct {
 	confettipb.UnimplementedCacheServer
 	script []*confettipb.SubscribeResponse
 	acks   chan *confettipb.Ack
+	// refuseTokens answers a start with a token as a node of another
+	// cluster does.
+	refuseTokens bool
 }
 
 func (f *fakeCache) Subscribe(st confettipb.Cache_SubscribeServer) error {
-	if _, err := st.Recv(); err != nil {
+	req, err := st.Recv()
+	if err != nil {
 		return err
+	}
+	if f.refuseTokens && req.GetStart().GetToken() != "" {
+		return status.Error(codes.InvalidArgument, "cache: invalid resume token: signature mismatch")
 	}
 	for _, m := range f.script {
 		if err := st.Send(m); err != nil {
@@ -62,17 +71,8 @@ func TestValidatorNacksRefusedItemVersionsAndKeepsThePreviousOne(t *testing.T) {
 			{Kv: &confettipb.KeyValue{Key: "kv/plain", Value: []byte("bad"), ModRevision: 4}},
 		}}}}}},
 	}}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	confettipb.RegisterCacheServer(srv, f)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-
 	c, err := gateway.New(gateway.Config{
-		Endpoints: []string{lis.Addr().String()},
+		Endpoints: []string{serveFake(t, f)},
 		Tenant:    "acme",
 		Logger:    zaptest.NewLogger(t),
 		Validate: func(key string, kv *confettipb.KeyValue) error {
@@ -114,5 +114,51 @@ func TestValidatorNacksRefusedItemVersionsAndKeepsThePreviousOne(t *testing.T) {
 	}
 	if st := c.Stats(); st.Acks != 2 || st.Nacks != 1 || st.Rejected != 2 {
 		t.Fatalf("stats: %d acks, %d nacks, %d rejected; want 2, 1, 2", st.Acks, st.Nacks, st.Rejected)
+	}
+}
+
+func serveFake(t *testing.T, f *fakeCache) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	confettipb.RegisterCacheServer(srv, f)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// TestRefusedResumeTokenFallsBackToAReset resumes from a snapshot whose
+// token the cache refuses (a cluster rebuilt with another token key): the
+// client serves the snapshot meanwhile and subscribes afresh.
+func TestRefusedResumeTokenFallsBackToAReset(t *testing.T) {
+	dir := t.TempDir()
+	reset := func(token, value string) []*confettipb.SubscribeResponse {
+		return []*confettipb.SubscribeResponse{{Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: token, Kvs: []*confettipb.KeyValue{
+			{Key: "kv/k", Value: []byte(value), ModRevision: 2},
+		}}}}}
+	}
+	cfg := gateway.Config{Tenant: "acme", SnapshotDir: dir, BackoffInitial: 50 * time.Millisecond, Logger: zaptest.NewLogger(t)}
+	cfg.Endpoints = []string{serveFake(t, &fakeCache{script: reset("old", "before")})}
+	a, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, a)
+	testcluster.WaitFor(t, "the first reset", func() bool { return a.View().Token() == "old" })
+	a.Close()
+
+	cfg.Endpoints = []string{serveFake(t, &fakeCache{script: reset("new", "after"), refuseTokens: true})}
+	b, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	start(t, b)
+	testcluster.WaitFor(t, "a fresh reset", func() bool { return b.View().Token() == "new" })
+	if kv, _ := b.Get("kv/k"); string(kv.Value) != "after" || b.Stats().Resets != 1 || !b.Stats().SnapshotLoaded {
+		t.Fatalf("after the refused token: kv/k=%s, stats %+v", kv.Value, b.Stats())
 	}
 }

@@ -73,7 +73,7 @@ type Stats struct {
 	// Resets counts Resets applied; Resumes counts streams that resumed
 	// from the view's token by replay instead.
 	Resets, Resumes int64
-	// Reconnects counts streams opened after the first.
+	// Reconnects counts attempts to open a stream after the first.
 	Reconnects int64
 	// LastError is the last stream or snapshot error, with its time.
 	LastError   string
