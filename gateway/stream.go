@@ -21,6 +21,10 @@ import (
 // apiKeyMetadata is the gRPC metadata that carries the API key.
 const apiKeyMetadata = "x-api-key"
 
+// healthyStream is how long a stream must have lasted for its failure to
+// count as the first of a new series (backoff from BackoffInitial again).
+const healthyStream = 10 * time.Second
+
 // backoffWindow is the window of a reconnect after attempts failed
 // attempts in a row: initial doubled per attempt, capped at max.
 func backoffWindow(initial, max time.Duration, attempts int) time.Duration {
@@ -61,7 +65,11 @@ func (c *Client) run() {
 			c.stats.Reconnects++
 			c.mu.Unlock()
 		}
+		began := time.Now()
 		progressed, refused, err := c.session(c.ctx, eps[i], fresh)
+		// A resumed stream with nothing new is silent: one the node held
+		// for a while was healthy too.
+		progressed = progressed || time.Since(began) >= healthyStream
 		c.mu.Lock()
 		c.stats.Endpoint = ""
 		if c.lostAt.IsZero() {
