@@ -34,9 +34,17 @@ const readyLine = "confetti dev is ready"
 var devClusters = []string{"meta", "shard-a", "shard-b", "shard-c"}
 
 // devDemo is what `confetti dev` puts into the demo tenant on first start.
+// The gateway routes /hello to the instances of service hello.
 var devDemo = []struct{ key, value string }{
-	{"/routes/hello", `{"uri":"/hello","upstream":"/upstreams/web"}`},
-	{"/upstreams/web", `{"nodes":{"127.0.0.1:8080":1},"type":"roundrobin"}`},
+	{"/routes/hello", `{"uri":"/hello","upstream_id":"web"}`},
+	{"/upstreams/web", `{"type":"roundrobin","service":"hello"}`},
+}
+
+// devDemoBefore holds the values earlier versions of dev wrote; a start
+// replaces them (and nothing a user wrote).
+var devDemoBefore = map[string]string{
+	"/routes/hello":  `{"uri":"/hello","upstream":"/upstreams/web"}`,
+	"/upstreams/web": `{"nodes":{"127.0.0.1:8080":1},"type":"roundrobin"}`,
 }
 
 const devTenant = "demo"
@@ -51,8 +59,9 @@ type devFlags struct {
 
 // devLayout places every listener of `confetti dev` relative to the base
 // port: proxy +0, its HTTP API +1, cache i +10+i, etcd cluster k +20+2k
-// (client) and +21+2k (peer), metrics of the proxy +90 and of cache i
-// +91+i. Base 0 lets the kernel choose every port.
+// (client) and +21+2k (peer), the demo gateway +30 and its backends +31
+// and +32, metrics of the proxy +90 and of cache i +91+i. Base 0 lets the
+// kernel choose every port.
 type devLayout struct {
 	base int
 }
@@ -71,6 +80,8 @@ func (l devLayout) cache(i int) string        { return l.addr(10 + i) }
 func (l devLayout) proxyHTTP() string         { return l.addr(1) }
 func (l devLayout) proxyMetrics() string      { return l.addr(90) }
 func (l devLayout) cacheMetrics(i int) string { return l.addr(91 + i) }
+func (l devLayout) gateway() string           { return l.addr(30) }
+func (l devLayout) backend(i int) string      { return l.addr(31 + i) }
 
 func (l devLayout) etcd(k int) []int {
 	if l.base == 0 {
@@ -99,7 +110,7 @@ in --data-dir, so a restart finds it again. Ctrl-C stops everything.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.dataDir, "data-dir", "./.confetti-dev", "directory that keeps the etcd data across restarts")
-	fs.IntVar(&f.basePort, "base-port", 7700, "first port: proxy +0, proxy HTTP +1, caches +10.., etcd +20..+27, metrics +90..; 0 lets the kernel choose every port")
+	fs.IntVar(&f.basePort, "base-port", 7700, "first port: proxy +0, proxy HTTP +1, caches +10.., etcd +20..+27, gateway +30, its backends +31..+32, metrics +90..; 0 lets the kernel choose every port")
 	fs.IntVar(&f.cacheNodes, "cache-nodes", 2, "number of cache nodes (1 to 9)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve /debug/pprof/ on every metrics address")
@@ -298,12 +309,16 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	if err := waitCachesReady(ctx, caches); err != nil {
 		return err
 	}
+	gw, err := a.startDevGateway(ctx, lg, layout, dataDir, proxyAddrs.GRPC, cacheAddrs, secrets.DemoKey, &stack)
+	if err != nil {
+		return fmt.Errorf("demo gateway: %s", errorMessage(err))
+	}
 
 	configPath, err := a.writeDevClientConfig(proxyAddrs, cacheAddrs, secrets.OperatorKey)
 	if err != nil {
 		return err
 	}
-	a.printDevBanner(dataDir, clusters, proxyAddrs, cacheAddrs, configPath, secrets)
+	a.printDevBanner(dataDir, clusters, proxyAddrs, cacheAddrs, gw, configPath, secrets)
 
 	failed := make(chan error, len(servers))
 	done := make(chan struct{})
@@ -384,11 +399,28 @@ func (a *app) devDemo(ctx context.Context, proxyAddr string) error {
 	kv := pb.NewKVClient(cc)
 	for _, d := range devDemo {
 		_, err := kv.Put(ctx, &pb.PutRequest{Tenant: devTenant, Key: d.key, Value: []byte(d.value), ExpectedModRevision: proto.Int64(0)})
-		if err != nil && status.Code(err) != codes.FailedPrecondition {
+		if status.Code(err) == codes.FailedPrecondition {
+			err = upgradeDevDemoKey(ctx, kv, d.key, d.value)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// upgradeDevDemoKey replaces a demo key that still holds what an earlier
+// version of dev wrote.
+func upgradeDevDemoKey(ctx context.Context, kv pb.KVClient, key, value string) error {
+	resp, err := kv.Range(ctx, &pb.RangeRequest{Tenant: devTenant, Key: key})
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != devDemoBefore[key] {
+		return err
+	}
+	_, err = kv.Put(ctx, &pb.PutRequest{Tenant: devTenant, Key: key, Value: []byte(value), ExpectedModRevision: proto.Int64(resp.Kvs[0].ModRevision)})
+	if status.Code(err) == codes.FailedPrecondition {
+		return nil
+	}
+	return err
 }
 
 // waitCachesReady waits until every cache node has synced every shard.
@@ -436,7 +468,7 @@ func (a *app) writeDevClientConfig(proxy serve.Addrs, caches []serve.Addrs, apiK
 	return path, nil
 }
 
-func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, proxy serve.Addrs, caches []serve.Addrs, configPath string, secrets *devSecrets) {
+func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, proxy serve.Addrs, caches []serve.Addrs, gw devGateway, configPath string, secrets *devSecrets) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nconfetti dev: a whole cluster in this process, data in %s\n\n", dataDir)
 	row := func(name, addr, note string) {
@@ -453,6 +485,10 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 	row("proxy HTTP", "http://"+proxy.Gateway, "HTTP/JSON: /v1/tenants, /v1/tenants/{tenant}/kv/{key}, ...")
 	for i, c := range caches {
 		row(fmt.Sprintf("cache %d", i), c.GRPC, "gRPC: Cache (Subscribe, Range, Status)")
+	}
+	row("gateway", "http://"+gw.addr, "HTTP: routes of tenant demo, /__confetti/status")
+	for i, addr := range gw.backends {
+		row(fmt.Sprintf("backend b-%d", i+1), "http://"+addr, "service hello of tenant demo, behind /hello")
 	}
 	row("proxy metrics", "http://"+proxy.Metrics, "/metrics /healthz /readyz")
 	for i, c := range caches {
@@ -482,6 +518,8 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 	if proxy.Gateway != "" {
 		fmt.Fprintf(&b, "  curl -H 'X-API-Key: %s' http://%s/v1/tenants/%s/kv/%s\n", secrets.DemoKey, proxy.Gateway, devTenant, devDemo[0].key)
 	}
+	fmt.Fprintf(&b, "  curl http://%s/hello               (the gateway, round-robin over b-1 and b-2)\n", gw.addr)
+	b.WriteString("  confetti demo-backend --tenant demo hello b-3 --ttl 3 &   (kill -9 it: traffic moves away)\n")
 	b.WriteString("\nCtrl-C stops everything; the data stays for the next start.\n")
 	b.WriteString(readyLine + "\n")
 	fmt.Fprint(a.out, b.String())
