@@ -99,6 +99,8 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newSvcCommand(a),
 		newShardCommand(a),
 		newKeyCommand(a),
+		newItemCommand(a),
+		newReleaseCommand(a),
 	)
 	return root
 }
