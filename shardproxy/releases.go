@@ -376,40 +376,41 @@ func takeGray(rel *pb.Release, id string) (*pb.Gray, error) {
 	return g, nil
 }
 
-// endPlanOf ends rel's active plan, when it drives gray id, in state.
-func endPlanOf(rel *pb.Release, id string, state pb.Plan_State, reason string) {
-	if planActive(rel) && rel.GetPlan().GetGrayId() == id {
-		rel.Plan.State = state
-		rel.Plan.Reason = reason
-	}
-}
-
 func (p *Proxy) promoteGray(ctx context.Context, req *pb.PromoteGrayRequest) (*pb.Release, error) {
-	return p.editRelease(ctx, releaseEdit{
-		tenant: req.GetTenant(), item: req.GetItem(), expected: req.ExpectedModRevision,
-		action: "promote-gray", reason: req.GetReason(),
-		apply: func(rel *pb.Release) error {
-			g, err := takeGray(rel, req.GetGrayId())
-			if err != nil {
-				return err
-			}
-			rel.Stable = g.GetVersion()
-			endPlanOf(rel, g.GetId(), pb.Plan_DONE, "gray promoted by hand")
-			return nil
-		},
-	})
+	return p.endGray(ctx, req, req.ExpectedModRevision, "promote-gray", true)
 }
 
 func (p *Proxy) abortGray(ctx context.Context, req *pb.AbortGrayRequest) (*pb.Release, error) {
+	return p.endGray(ctx, req, req.ExpectedModRevision, "abort-gray", false)
+}
+
+// grayRequest is what PromoteGrayRequest and AbortGrayRequest share
+// besides their expected_mod_revision.
+type grayRequest interface {
+	GetTenant() string
+	GetItem() string
+	GetGrayId() string
+	GetReason() string
+}
+
+// endGray removes a gray; promote makes its version stable first. A plan
+// that drives the gray ends with it: done when promoted, else aborted.
+func (p *Proxy) endGray(ctx context.Context, req grayRequest, expected *int64, action string, promote bool) (*pb.Release, error) {
 	return p.editRelease(ctx, releaseEdit{
-		tenant: req.GetTenant(), item: req.GetItem(), expected: req.ExpectedModRevision,
-		action: "abort-gray", reason: req.GetReason(),
+		tenant: req.GetTenant(), item: req.GetItem(), expected: expected, action: action, reason: req.GetReason(),
 		apply: func(rel *pb.Release) error {
 			g, err := takeGray(rel, req.GetGrayId())
 			if err != nil {
 				return err
 			}
-			endPlanOf(rel, g.GetId(), pb.Plan_ABORTED, "gray aborted by hand")
+			state, why := pb.Plan_ABORTED, "gray aborted by hand"
+			if promote {
+				rel.Stable = g.GetVersion()
+				state, why = pb.Plan_DONE, "gray promoted by hand"
+			}
+			if planActive(rel) && rel.GetPlan().GetGrayId() == g.GetId() {
+				rel.Plan.State, rel.Plan.Reason = state, why
+			}
 			return nil
 		},
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/release"
@@ -58,11 +59,9 @@ the latest version, or failing the item's JSON Schema, is refused.`,
 				if err != nil {
 					return err
 				}
-				p := a.printer()
-				if p.json {
-					return p.message(v)
-				}
-				return p.line("published %s version %d (sha256 %s)", v.Item, v.Version, short(v.ContentHash))
+				return a.show(v, func() []string {
+					return []string{fmt.Sprintf("published %s version %d (sha256 %s)", v.Item, v.Version, short(v.ContentHash))}
+				})
 			})
 		},
 	}
@@ -71,6 +70,20 @@ the latest version, or failing the item's JSON Schema, is refused.`,
 	cmd.Flags().StringVar(&message, "message", "", "what changed, kept with the version")
 	cmd.MarkFlagRequired("file")
 	return cmd
+}
+
+// show prints m as JSON with -w json, else the lines lines returns.
+func (a *app) show(m proto.Message, lines func() []string) error {
+	p := a.printer()
+	if p.json {
+		return p.message(m)
+	}
+	for _, l := range lines() {
+		if err := p.line("%s", l); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func short(hash string) string { return hash[:min(12, len(hash))] }
@@ -99,16 +112,12 @@ func newItemHistoryCommand(a *app) *cobra.Command {
 					}
 					req.PageToken = resp.NextPageToken
 				}
-				p := a.printer()
-				if p.json {
-					return p.message(all)
-				}
-				for _, v := range all.Versions {
-					if err := p.line("%d %s %s %s %s", v.Version, unixTime(v.CreateTime), v.Author, short(v.ContentHash), printable([]byte(v.Message))); err != nil {
-						return err
+				return a.show(all, func() (lines []string) {
+					for _, v := range all.Versions {
+						lines = append(lines, fmt.Sprintf("%d %s %s %s %s", v.Version, unixTime(v.CreateTime), v.Author, short(v.ContentHash), printable([]byte(v.Message))))
 					}
-				}
-				return nil
+					return lines
+				})
 			})
 		},
 	}
@@ -199,16 +208,7 @@ func newItemListCommand(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				p := a.printer()
-				if p.json {
-					return p.message(resp)
-				}
-				for _, it := range resp.Items {
-					if err := p.line("%s", it); err != nil {
-						return err
-					}
-				}
-				return nil
+				return a.show(resp, func() []string { return resp.Items })
 			})
 		},
 	}
@@ -246,14 +246,12 @@ func newItemSchemaCommand(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				p := a.printer()
-				if p.json {
-					return p.message(resp)
-				}
-				if clear {
-					return p.line("cleared the schema of %s", args[0])
-				}
-				return p.line("set the schema of %s", args[0])
+				return a.show(resp, func() []string {
+					if clear {
+						return []string{"cleared the schema of " + args[0]}
+					}
+					return []string{"set the schema of " + args[0]}
+				})
 			})
 		},
 	}

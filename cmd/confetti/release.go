@@ -67,10 +67,11 @@ func (a *app) releaseEdit(cmd *cobra.Command, edit func(ctx context.Context, c p
 
 // printRelease prints a release record.
 func (a *app) printRelease(rel *pb.Release) error {
-	p := a.printer()
-	if p.json {
-		return p.message(rel)
-	}
+	return a.show(rel, func() []string { return releaseLines(rel) })
+}
+
+// releaseLines describes a release record.
+func releaseLines(rel *pb.Release) []string {
 	lines := []string{fmt.Sprintf("%s stable %d mod_revision %d", rel.Item, rel.Stable, rel.ModRevision)}
 	for _, g := range rel.Grays {
 		lines = append(lines, fmt.Sprintf("gray %s version %d %s priority %d", g.Id, g.Version, describeRule(g.Rule), g.Priority))
@@ -78,12 +79,7 @@ func (a *app) printRelease(rel *pb.Release) error {
 	if pl := rel.Plan; pl != nil {
 		lines = append(lines, describePlan(pl))
 	}
-	for _, l := range lines {
-		if err := p.line("%s", l); err != nil {
-			return err
-		}
-	}
-	return nil
+	return lines
 }
 
 func describeRule(r *pb.Rule) string {
@@ -247,38 +243,33 @@ func grayRule(cmd *cobra.Command, percent, labels string, instances []string) (*
 	return &pb.Rule{Rule: &pb.Rule_Instances{Instances: &pb.InstanceList{Ids: instances}}}, nil
 }
 
-func newReleasePromoteCommand(a *app) *cobra.Command {
+// grayEditCommand is a release edit that names one gray: promote, abort.
+func grayEditCommand(a *app, use, short, example string, call func(ctx context.Context, c pb.ReleasesClient, f *editFlags, expected *int64, item, gray string) (*pb.Release, error)) *cobra.Command {
 	var f editFlags
-	cmd := &cobra.Command{
-		Use:     "promote --tenant T ITEM GRAY",
-		Short:   "Make a gray's version stable and remove the gray",
-		Example: `  confetti release promote --tenant acme routes v2`,
-		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.releaseEdit(cmd, func(ctx context.Context, c pb.ReleasesClient) (*pb.Release, error) {
-				return c.PromoteGray(ctx, &pb.PromoteGrayRequest{Tenant: f.tenant, Item: args[0], GrayId: args[1], Reason: f.reason, ExpectedModRevision: f.expectedRev(cmd)})
-			})
-		},
+	cmd := &cobra.Command{Use: use, Short: short, Example: example, Args: cobra.ExactArgs(2)}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return a.releaseEdit(cmd, func(ctx context.Context, c pb.ReleasesClient) (*pb.Release, error) {
+			return call(ctx, c, &f, f.expectedRev(cmd), args[0], args[1])
+		})
 	}
 	f.register(cmd)
 	return cmd
 }
 
+func newReleasePromoteCommand(a *app) *cobra.Command {
+	return grayEditCommand(a, "promote --tenant T ITEM GRAY", "Make a gray's version stable and remove the gray",
+		`  confetti release promote --tenant acme routes v2`,
+		func(ctx context.Context, c pb.ReleasesClient, f *editFlags, expected *int64, item, gray string) (*pb.Release, error) {
+			return c.PromoteGray(ctx, &pb.PromoteGrayRequest{Tenant: f.tenant, Item: item, GrayId: gray, Reason: f.reason, ExpectedModRevision: expected})
+		})
+}
+
 func newReleaseAbortCommand(a *app) *cobra.Command {
-	var f editFlags
-	cmd := &cobra.Command{
-		Use:     "abort --tenant T ITEM GRAY",
-		Short:   "Remove a gray: its gateways go back to the stable version",
-		Example: `  confetti release abort --tenant acme routes v2 --reason "NACKs in zone a"`,
-		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.releaseEdit(cmd, func(ctx context.Context, c pb.ReleasesClient) (*pb.Release, error) {
-				return c.AbortGray(ctx, &pb.AbortGrayRequest{Tenant: f.tenant, Item: args[0], GrayId: args[1], Reason: f.reason, ExpectedModRevision: f.expectedRev(cmd)})
-			})
-		},
-	}
-	f.register(cmd)
-	return cmd
+	return grayEditCommand(a, "abort --tenant T ITEM GRAY", "Remove a gray: its gateways go back to the stable version",
+		`  confetti release abort --tenant acme routes v2 --reason "NACKs in zone a"`,
+		func(ctx context.Context, c pb.ReleasesClient, f *editFlags, expected *int64, item, gray string) (*pb.Release, error) {
+			return c.AbortGray(ctx, &pb.AbortGrayRequest{Tenant: f.tenant, Item: item, GrayId: gray, Reason: f.reason, ExpectedModRevision: expected})
+		})
 }
 
 func newReleasePlanCommand(a *app) *cobra.Command {
@@ -330,38 +321,33 @@ of the version exceeds --max-nack the plan pauses itself; resume it with
 	return cmd
 }
 
-func newReleaseResumeCommand(a *app) *cobra.Command {
+// planEditCommand is a release edit of the item's plan: resume, abort.
+func planEditCommand(a *app, use, short, example string, call func(ctx context.Context, c pb.ReleasesClient, req *pb.PlanRequest) (*pb.Release, error)) *cobra.Command {
 	var f editFlags
-	cmd := &cobra.Command{
-		Use:     "resume --tenant T ITEM",
-		Short:   "Resume a paused plan; the bake of its step starts again",
-		Example: `  confetti release resume --tenant acme routes --reason "fixed the validator"`,
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.releaseEdit(cmd, func(ctx context.Context, c pb.ReleasesClient) (*pb.Release, error) {
-				return c.ResumePlan(ctx, &pb.PlanRequest{Tenant: f.tenant, Item: args[0], Reason: f.reason, ExpectedModRevision: f.expectedRev(cmd)})
-			})
-		},
+	cmd := &cobra.Command{Use: use, Short: short, Example: example, Args: cobra.ExactArgs(1)}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return a.releaseEdit(cmd, func(ctx context.Context, c pb.ReleasesClient) (*pb.Release, error) {
+			return call(ctx, c, &pb.PlanRequest{Tenant: f.tenant, Item: args[0], Reason: f.reason, ExpectedModRevision: f.expectedRev(cmd)})
+		})
 	}
 	f.register(cmd)
 	return cmd
 }
 
+func newReleaseResumeCommand(a *app) *cobra.Command {
+	return planEditCommand(a, "resume --tenant T ITEM", "Resume a paused plan; the bake of its step starts again",
+		`  confetti release resume --tenant acme routes --reason "fixed the validator"`,
+		func(ctx context.Context, c pb.ReleasesClient, req *pb.PlanRequest) (*pb.Release, error) {
+			return c.ResumePlan(ctx, req)
+		})
+}
+
 func newReleaseAbortPlanCommand(a *app) *cobra.Command {
-	var f editFlags
-	cmd := &cobra.Command{
-		Use:     "abort-plan --tenant T ITEM",
-		Short:   "Stop a plan and remove its gray",
-		Example: `  confetti release abort-plan --tenant acme routes`,
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.releaseEdit(cmd, func(ctx context.Context, c pb.ReleasesClient) (*pb.Release, error) {
-				return c.AbortPlan(ctx, &pb.PlanRequest{Tenant: f.tenant, Item: args[0], Reason: f.reason, ExpectedModRevision: f.expectedRev(cmd)})
-			})
-		},
-	}
-	f.register(cmd)
-	return cmd
+	return planEditCommand(a, "abort-plan --tenant T ITEM", "Stop a plan and remove its gray",
+		`  confetti release abort-plan --tenant acme routes`,
+		func(ctx context.Context, c pb.ReleasesClient, req *pb.PlanRequest) (*pb.Release, error) {
+			return c.AbortPlan(ctx, req)
+		})
 }
 
 func newReleaseStatusCommand(a *app) *cobra.Command {
@@ -381,24 +367,16 @@ and the plan's current step.`,
 				if err != nil {
 					return err
 				}
-				p := a.printer()
-				if p.json {
-					return p.message(st)
-				}
-				if err := a.printRelease(st.Release); err != nil {
-					return err
-				}
-				for _, v := range st.Versions {
-					if err := p.line("version %d running %d pending %d nacked %d", v.Version, v.Running, v.Pending, v.Nacked); err != nil {
-						return err
-					}
-					for _, e := range v.Errors {
-						if err := p.line("  nack %s", printable([]byte(e))); err != nil {
-							return err
+				return a.show(st, func() []string {
+					lines := releaseLines(st.Release)
+					for _, v := range st.Versions {
+						lines = append(lines, fmt.Sprintf("version %d running %d pending %d nacked %d", v.Version, v.Running, v.Pending, v.Nacked))
+						for _, e := range v.Errors {
+							lines = append(lines, "  nack "+printable([]byte(e)))
 						}
 					}
-				}
-				return nil
+					return lines
+				})
 			})
 		},
 	}
@@ -419,20 +397,16 @@ func newReleaseLogCommand(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				p := a.printer()
-				if p.json {
-					return p.message(resp)
-				}
-				for _, e := range resp.Entries {
-					line := fmt.Sprintf("%s %s %s stable %d grays %d", unixTime(e.Time), e.Author, e.Action, e.After.GetStable(), len(e.After.GetGrays()))
-					if e.Reason != "" {
-						line += ": " + printable([]byte(e.Reason))
+				return a.show(resp, func() (lines []string) {
+					for _, e := range resp.Entries {
+						line := fmt.Sprintf("%s %s %s stable %d grays %d", unixTime(e.Time), e.Author, e.Action, e.After.GetStable(), len(e.After.GetGrays()))
+						if e.Reason != "" {
+							line += ": " + printable([]byte(e.Reason))
+						}
+						lines = append(lines, line)
 					}
-					if err := p.line("%s", line); err != nil {
-						return err
-					}
-				}
-				return nil
+					return lines
+				})
 			})
 		},
 	}
