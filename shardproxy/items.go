@@ -209,16 +209,19 @@ func (p *Proxy) compileSchema(schema []byte) (*jsonschema.Schema, error) {
 	}
 	c := jsonschema.NewCompiler()
 	c.UseLoader(noLoader{})
-	if err := c.AddResource("schema.json", doc); err != nil {
+	if err := c.AddResource(schemaURL, doc); err != nil {
 		return nil, err
 	}
-	sch, err := c.Compile("schema.json")
+	sch, err := c.Compile(schemaURL)
 	if err != nil {
 		return nil, err
 	}
 	p.schemas.Add(sum, sch)
 	return sch, nil
 }
+
+// schemaURL names an item's schema inside the compiler; errors show it.
+const schemaURL = "https://schema.confetti.invalid/item.json"
 
 // noLoader refuses every external reference of a schema.
 type noLoader struct{}

@@ -268,6 +268,8 @@ func TestPublishSchema(t *testing.T) {
 	wantStatus(t, err, codes.InvalidArgument, "does not compile")
 	_, err = a.releases.SetSchema(ctx, &pb.SetSchemaRequest{Tenant: tenant, Item: "gw", Schema: []byte(`{"$ref":"file:///etc/passwd"}`)})
 	wantStatus(t, err, codes.InvalidArgument, "only references inside the schema")
+	_, err = a.releases.SetSchema(ctx, &pb.SetSchemaRequest{Tenant: tenant, Item: "gw", Schema: []byte(`{"$ref":"other.json"}`)})
+	wantStatus(t, err, codes.InvalidArgument, "only references inside the schema")
 
 	// Clearing the schema lets any content through.
 	if _, err := a.releases.SetSchema(ctx, &pb.SetSchemaRequest{Tenant: tenant, Item: "gw"}); err != nil {
