@@ -21,6 +21,14 @@
 // Those streams are the only thing a Proxy keeps open: Close it when the
 // gRPC server drains, which also ends the callers' KeepAlive streams.
 //
+// Releases (items.go, releases.go, plan.go, rollout.go) keep each config
+// item's immutable versions, release record and release log under the
+// tenant's cfg/ space, and change a release only by a transaction that
+// compares the record's mod revision. A plan controller in every proxy
+// advances staged rollouts, found through a per-shard index of running
+// plans, from the gateways' rollout state that a RolloutReader gathers
+// from the cache nodes registered in meta.
+//
 // The same API is served over HTTP/JSON by HTTPHandler (see http.go): a
 // grpc-gateway mux that forwards each request to the proxy's own gRPC
 // server, so that the server's interceptors apply to HTTP callers too.

@@ -196,8 +196,8 @@ type api struct {
 }
 
 // newAPI starts a proxy over c with cfg (its Logger and Registerer are set
-// here) on 127.0.0.1:0 and stops it when the test ends.
-func newAPI(t *testing.T, c *clusters, cfg Config) *api {
+// here) on 127.0.0.1:0, served with opts, and stops it when the test ends.
+func newAPI(t *testing.T, c *clusters, cfg Config, opts ...grpc.ServerOption) *api {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
@@ -210,7 +210,7 @@ func newAPI(t *testing.T, c *clusters, cfg Config) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	p.Register(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

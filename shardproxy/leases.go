@@ -92,12 +92,14 @@ func (p *Proxy) startLeases() error {
 	return nil
 }
 
-// Close ends every KeepAlive stream the proxy serves (callers reconnect,
+// Close stops the plan controller, closes the connections to cache nodes,
+// ends every KeepAlive stream the proxy serves (callers reconnect,
 // to another proxy if this one is going away) and its keepalive streams to
 // the shards, and waits for its goroutines. Use it as the gRPC server's
 // drain step; unary RPCs are unaffected. Calling Close again does nothing.
 func (p *Proxy) Close() {
 	p.keepalives.close()
+	p.stopReleases()
 }
 
 func (p *Proxy) grant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {

@@ -62,6 +62,24 @@ type Config struct {
 	// when it fires the shard is reported unavailable. Zero means 10
 	// seconds.
 	RequestTimeout time.Duration `json:"request-timeout" yaml:"request-timeout"`
+	// CacheAPIKey is the API key the proxy presents to cache nodes when
+	// it asks them for the rollout state of gateways (Releases.Status and
+	// staged plans): an operator key. Empty sends none, for cache nodes
+	// that run without auth.
+	CacheAPIKey string `json:"cache-api-key" yaml:"cache-api-key"`
+	// CacheDialOptions are the gRPC dial options for cache nodes, such as
+	// their transport credentials. Nil means plaintext.
+	CacheDialOptions []grpc.DialOption `json:"-" yaml:"-"`
+	// Rollouts reads the rollout state of gateways. Nil means asking every
+	// cache node registered in meta.
+	Rollouts RolloutReader `json:"-" yaml:"-"`
+	// PlanInterval is how often the plan controller checks running staged
+	// rollouts. Zero means 1 second; negative disables the controller in
+	// this proxy (plans then advance only where another proxy runs it).
+	PlanInterval time.Duration `json:"plan-interval" yaml:"plan-interval"`
+	// Now is the clock of versions, the release log and staged plans. Nil
+	// means time.Now.
+	Now func() time.Time `json:"-" yaml:"-"`
 }
 
 // DefaultConfig is the configuration zero fields of Config stand for.
@@ -74,6 +92,7 @@ func DefaultConfig() Config {
 		MaxTxnOps:      64,
 		TenantRPS:      2000,
 		RequestTimeout: 10 * time.Second,
+		PlanInterval:   time.Second,
 	}
 }
 
@@ -106,6 +125,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
+	}
+	if c.PlanInterval == 0 {
+		c.PlanInterval = d.PlanInterval
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	var errs []error
 	if c.MaxKeyBytes < 0 {
@@ -149,6 +174,13 @@ type Proxy struct {
 	// owners caches verified lease bindings (leases.go).
 	keepalives *keepAlives
 	owners     *leaseOwners
+	// now is Config.Now; schemas caches compiled JSON Schemas (items.go);
+	// rollouts reads gateways' rollout state and plans advances staged
+	// rollouts (plan.go).
+	now      func() time.Time
+	schemas  *schemas
+	rollouts RolloutReader
+	plans    *planController
 }
 
 // New returns a Proxy routing by store through clients. The caller keeps
@@ -172,6 +204,10 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{store: store, clients: clients, cfg: cfg, lg: cfg.Logger, metrics: m, limits: newTenantLimits(cfg.TenantRPS, cfg.TenantBurst)}
 	if err := p.startLeases(); err != nil {
+		return nil, err
+	}
+	if err := p.startReleases(); err != nil {
+		p.keepalives.close()
 		return nil, err
 	}
 	return p, nil

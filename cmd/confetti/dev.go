@@ -223,7 +223,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	proxy, err := shardproxy.New(store, proxyClients, shardproxy.Config{Logger: lg.Named("proxy"), Registerer: proxyReg})
+	proxy, err := shardproxy.New(store, proxyClients, shardproxy.Config{Logger: lg.Named("proxy"), Registerer: proxyReg, CacheAPIKey: secrets.OperatorKey})
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/confetti-io/confetti/internal/meta"
+	"github.com/confetti-io/confetti/internal/tlsconfig"
 	"github.com/confetti-io/confetti/shardproxy"
 )
 
@@ -15,6 +19,7 @@ func newProxyCommand(a *app) *cobra.Command {
 		rf       roleFlags
 		cfg      shardproxy.Config
 		httpAddr string
+		cacheTLS tlsconfig.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -37,6 +42,13 @@ to its shard. --http-addr serves the same API as HTTP/JSON.`,
 						return roleParts{}, err
 					}
 				}
+				tlsCfg, err := tlsconfig.Client(cacheTLS)
+				if err != nil {
+					return roleParts{}, fmt.Errorf("--cache-cert/--cache-key/--cache-cacert: %w", err)
+				}
+				if tlsCfg != nil {
+					cfg.CacheDialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg))}
+				}
 				p, err := shardproxy.New(store, clients, cfg)
 				if err != nil {
 					return roleParts{}, err
@@ -57,5 +69,10 @@ to its shard. --http-addr serves the same API as HTTP/JSON.`,
 	fs.Float64Var(&cfg.TenantRPS, "tenant-rps", d.TenantRPS, "requests per second one tenant may make on this proxy; negative: no limit")
 	fs.IntVar(&cfg.TenantBurst, "tenant-burst", 0, "requests a tenant may make at once after a quiet spell (0: twice --tenant-rps)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", d.RequestTimeout, "bound of each etcd request the proxy makes on a shard")
+	fs.StringVar(&cfg.CacheAPIKey, "cache-api-key", "", "operator API key the proxy presents to cache nodes to read rollout state (release status, staged plans); prefer CONFETTI_CACHE_API_KEY")
+	fs.StringVar(&cacheTLS.Cert, "cache-cert", "", "client certificate for cache nodes that require one (PEM)")
+	fs.StringVar(&cacheTLS.Key, "cache-key", "", "key of --cache-cert (PEM)")
+	fs.StringVar(&cacheTLS.CA, "cache-cacert", "", "CA bundle that verifies cache nodes (PEM); setting it, --cache-cert or --cache-key dials them with TLS")
+	fs.DurationVar(&cfg.PlanInterval, "plan-interval", d.PlanInterval, "how often this proxy advances staged rollouts; negative: never (another proxy does)")
 	return cmd
 }

@@ -101,6 +101,8 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newKeyCommand(a),
 		newGatewayCommand(a),
 		newDemoBackendCommand(a),
+		newItemCommand(a),
+		newReleaseCommand(a),
 	)
 	return root
 }

@@ -28,17 +28,19 @@ func (a *app) withProxy(ctx context.Context, fn func(ctx context.Context, cc pro
 	ctx, cancel := context.WithTimeout(ctx, a.commandTimeout)
 	defer cancel()
 	return fn(ctx, proxyClients{
-		tenants: pb.NewTenantsClient(cc),
-		kv:      pb.NewKVClient(cc),
-		shards:  pb.NewShardsClient(cc),
+		tenants:  pb.NewTenantsClient(cc),
+		kv:       pb.NewKVClient(cc),
+		shards:   pb.NewShardsClient(cc),
+		releases: pb.NewReleasesClient(cc),
 	})
 }
 
 // proxyClients holds the proxy's service clients over one connection.
 type proxyClients struct {
-	tenants pb.TenantsClient
-	kv      pb.KVClient
-	shards  pb.ShardsClient
+	tenants  pb.TenantsClient
+	kv       pb.KVClient
+	shards   pb.ShardsClient
+	releases pb.ReleasesClient
 }
 
 func newTenantCreateCommand(a *app) *cobra.Command {

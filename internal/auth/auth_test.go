@@ -224,7 +224,7 @@ func TestPolicyMatrix(t *testing.T) {
 		allowed []call
 	}{
 		{name: "reader", p: reader, allowed: []call{kvRange, getTenant, history, ttl, subscribe}},
-		{name: "writer", p: writer, allowed: []call{kvRange, kvPut, kvTxn, getTenant, history, ttl, grant, subscribe}},
+		{name: "writer", p: writer, allowed: []call{kvRange, kvPut, kvTxn, getTenant, publish, history, ttl, grant, subscribe}},
 		{name: "admin", p: admin, allowed: []call{kvRange, kvPut, kvTxn, getTenant, listKeys, newWriter, revokeOwn, publish, history, ttl, grant, subscribe}},
 		{name: "operator", p: operator, allowed: []call{kvRange, kvPut, kvTxn, getTenant, create, addShard, listKeys, newWriter, newOp, revokeOwn, revokeOp, publish, history, ttl, grant, subscribe, status}},
 		{name: "admin of another tenant", p: other, allowed: nil},

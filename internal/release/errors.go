@@ -14,3 +14,11 @@ var (
 	// parse; the message names the position and what was expected.
 	ErrInvalidSelector = rpcerr.New(codes.InvalidArgument, "release: invalid selector")
 )
+
+var (
+	// ErrInvalidGray is returned for a gray with a bad id or rule.
+	ErrInvalidGray = rpcerr.New(codes.InvalidArgument, "release: invalid gray")
+	// ErrInvalidPlan is returned for a staged plan with bad steps, bake
+	// time or NACK limit.
+	ErrInvalidPlan = rpcerr.New(codes.InvalidArgument, "release: invalid plan")
+)
