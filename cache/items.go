@@ -59,25 +59,16 @@ type cfgChange struct {
 
 // cfgKey splits a tenant-relative key under cfg/ into its item and what
 // the key is: a version (with its number) or the release record. ok is
-// false for keys subscribers never see resolved (schema, log, malformed).
+// false for the keys subscribers never see resolved (schema, log, others).
 func cfgKey(rel string) (item string, version int64, isRelease, ok bool) {
-	rest, found := strings.CutPrefix(rel, keys.SpaceCfg)
-	if !found {
+	item, kind, n, ok := keys.ParseCfg(rel)
+	switch {
+	case !ok:
 		return "", 0, false, false
-	}
-	item, sub, found := strings.Cut(rest, "/")
-	if !found || item == "" {
-		return "", 0, false, false
-	}
-	if sub == "release" {
+	case kind == keys.CfgRelease:
 		return item, 0, true, true
-	}
-	if n, found := strings.CutPrefix(sub, "v/"); found {
-		v, err := strconv.ParseInt(n, 10, 64)
-		if err != nil || v <= 0 {
-			return "", 0, false, false
-		}
-		return item, v, false, true
+	case kind == keys.CfgVersion && n > 0:
+		return item, n, false, true
 	}
 	return "", 0, false, false
 }
