@@ -1,18 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/gateway"
 	"github.com/confetti-io/confetti/internal/release"
 )
 
@@ -26,7 +30,7 @@ decided by the item's release (see 'confetti release').`,
 		Annotations: map[string]string{clientAnnotation: ""},
 	}
 	cmd.AddCommand(newItemPublishCommand(a), newItemHistoryCommand(a), newItemShowCommand(a),
-		newItemDiffCommand(a), newItemListCommand(a), newItemSchemaCommand(a))
+		newItemDiffCommand(a), newItemListCommand(a), newItemSchemaCommand(a), newItemWatchCommand(a))
 	return cmd
 }
 
@@ -258,5 +262,99 @@ func newItemSchemaCommand(a *app) *cobra.Command {
 	tenantFlag(cmd, &tenant)
 	cmd.Flags().StringVar(&file, "file", "", "file holding the JSON Schema; - reads standard input")
 	cmd.Flags().BoolVar(&clear, "clear", false, "remove the item's schema")
+	return cmd
+}
+
+func newItemWatchCommand(a *app) *cobra.Command {
+	var (
+		tenant, nack string
+		identity     gateway.Identity
+		count        int
+	)
+	cmd := &cobra.Command{
+		Use:   "watch --tenant T ITEM",
+		Short: "Watch the version of an item a gateway with an identity receives",
+		Long: `Watch the version of an item that a gateway with --instance-id and
+--labels receives, as the item's release resolves it, and acknowledge each
+version as a gateway would (so 'confetti release status' counts it), or
+refuse each with --nack REASON. One line per version received.`,
+		Example: `  confetti item watch --tenant demo routes --instance-id gw-a --labels zone=a
+  confetti item watch --tenant demo routes --instance-id gw-b --labels zone=b --nack "bad upstream"`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key := "cfg/" + args[0]
+			if identity.InstanceID == "" {
+				identity.InstanceID, _ = os.Hostname()
+			}
+			cfg := gateway.Config{Endpoints: a.cacheEndpoints, Tenant: tenant, Prefixes: []string{key}, Identity: identity, APIKey: a.apiKey}
+			if nack != "" {
+				cfg.Validate = func(k string, kv *pb.KeyValue) error {
+					if k == key {
+						return errors.New(nack)
+					}
+					return nil
+				}
+			}
+			tlsCfg, err := a.clientTLS()
+			if err != nil {
+				return err
+			}
+			cfg.TLS = tlsCfg
+			c, err := gateway.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			var mu sync.Mutex
+			printed := 0
+			print := func(kv *pb.KeyValue, ok bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case !ok:
+					fmt.Fprintf(a.out, "%s: no version of %s\n", identity.InstanceID, args[0])
+				case kv.GetItem() == nil:
+					fmt.Fprintf(a.out, "%s: %s (no version)\n", identity.InstanceID, args[0])
+				default:
+					rule := "stable"
+					if g := kv.GetItem().GetGrayId(); g != "" {
+						rule = "gray " + g
+					}
+					fmt.Fprintf(a.out, "%s: %s v%d (%s) %s\n", identity.InstanceID, args[0], kv.GetItem().GetVersion(), rule, bytes.TrimRight(kv.GetValue(), "\n"))
+				}
+				if printed++; count > 0 && printed >= count {
+					cancel()
+				}
+			}
+			c.OnChange(func(ch gateway.Change) {
+				for _, u := range ch.Updates {
+					if u.Key == key {
+						kv, ok := ch.View.Get(key)
+						print(kv, ok)
+					}
+				}
+			})
+			if err := c.Start(ctx); err != nil {
+				return err
+			}
+			select {
+			case <-c.Ready():
+				if _, ok := c.Get(key); !ok {
+					print(nil, false)
+				}
+			case <-ctx.Done():
+			}
+			<-ctx.Done()
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	tenantFlag(cmd, &tenant)
+	fs.StringVar(&identity.InstanceID, "instance-id", "", "the gateway's id, for percentage and instance rules (default: the host name)")
+	fs.StringToStringVar(&identity.Labels, "labels", nil, "the gateway's labels, for selector rules: k=v comma separated (zone=a,tier=edge)")
+	fs.StringVar(&nack, "nack", "", "refuse every version with this reason instead of acknowledging it")
+	fs.IntVar(&count, "count", 0, "exit after printing this many versions (0: run until interrupted)")
 	return cmd
 }
