@@ -19,7 +19,14 @@ import (
 type rollout struct {
 	mu    sync.Mutex
 	items map[string]*gatewayItem
+	// early holds answers for items not (yet) recorded as sent: a gateway
+	// that resumes on this node repeats its answers right after its start
+	// message, before the node has worked out what it holds.
+	early map[string]*confettipb.Ack
 }
+
+// maxEarlyAnswers bounds the answers kept for items not recorded as sent.
+const maxEarlyAnswers = 1024
 
 // gatewayItem is one item's version at one gateway.
 type gatewayItem struct {
@@ -69,24 +76,43 @@ func (r *rollout) setLocked(item string, ref ref, now time.Time) {
 	if r.items == nil {
 		r.items = map[string]*gatewayItem{}
 	}
-	r.items[item] = &gatewayItem{ref: ref, state: confettipb.GatewayRollout_PENDING, at: now}
+	it := &gatewayItem{ref: ref, state: confettipb.GatewayRollout_PENDING, at: now}
+	r.items[item] = it
+	if a := r.early[item]; a != nil {
+		delete(r.early, item)
+		if a.GetVersion() == ref.version {
+			it.answer(a, now)
+		}
+	}
 }
 
-// ack records a gateway's answer for the version it was last sent; an
-// answer for another version (an older one, arriving late) is dropped.
-func (r *rollout) ack(a *confettipb.Ack, now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	it := r.items[a.GetItem()]
-	if it == nil || it.ref.version != a.GetVersion() {
-		return
-	}
+func (it *gatewayItem) answer(a *confettipb.Ack, now time.Time) {
 	if a.GetOk() {
 		it.state, it.err = confettipb.GatewayRollout_RUNNING, ""
 	} else {
 		it.state, it.err = confettipb.GatewayRollout_NACKED, a.GetError()
 	}
 	it.at = now
+}
+
+// ack records a gateway's answer for the version it was last sent; an
+// answer for another version (an older one, arriving late) is dropped, and
+// one for an item not recorded as sent is kept until it is.
+func (r *rollout) ack(a *confettipb.Ack, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	it := r.items[a.GetItem()]
+	switch {
+	case it == nil:
+		if r.early == nil {
+			r.early = map[string]*confettipb.Ack{}
+		}
+		if len(r.early) < maxEarlyAnswers {
+			r.early[a.GetItem()] = a
+		}
+	case it.ref.version == a.GetVersion():
+		it.answer(a, now)
+	}
 }
 
 // get returns a copy of the item's entry.

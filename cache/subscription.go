@@ -238,7 +238,10 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 		case viewHash(s.prefixes, v.String()) != *token:
 			from, reason = -1, "view"
 		default:
+			// A resumed gateway holds what the token's view says; it
+			// repeats its answers for those versions.
 			s.setView(v)
+			s.rollout.reset(v)
 		}
 	}
 	if from >= 0 {

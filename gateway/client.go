@@ -41,6 +41,9 @@ type Client struct {
 	// end of the last stream; zero while a stream keeps it current.
 	lostAt time.Time
 	state  int // 0 new, 1 started, 2 closed
+	// answers is the last ACK or NACK sent per item, repeated to the node
+	// a stream resumes on.
+	answers map[string]*confettipb.Ack
 
 	// onSubscribe and onMessage, when set (by tests), see every stream
 	// start with the token it resumes from and every message received.

@@ -165,12 +165,23 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 	}
 	c.mu.Lock()
 	c.stats.Endpoint, c.stats.SubscribedAt = endpoint, time.Now()
+	var answers []*confettipb.Ack
 	if token != "" {
 		// The node replays what came after the token, or nothing when
 		// there is nothing new: the view is current.
 		c.lostAt = time.Time{}
+		// The node knows which versions the token's view holds, not
+		// what this client answered for them to another node: repeat it.
+		for _, a := range c.answers {
+			answers = append(answers, a)
+		}
 	}
 	c.mu.Unlock()
+	for _, a := range answers {
+		if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Ack{Ack: a}}); err != nil {
+			break
+		}
+	}
 	var pending []*confettipb.KeyValue
 	for {
 		m, err := stream.Recv()
@@ -235,6 +246,10 @@ func (c *Client) account(src Source, a applied, resuming bool) {
 		} else {
 			c.stats.Nacks++
 		}
+		if c.answers == nil {
+			c.answers = map[string]*confettipb.Ack{}
+		}
+		c.answers[ack.Item] = ack
 	}
 	c.stats.Rejected += int64(len(a.rejected))
 }
