@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// write writes results.json, results.md and the plots to the output
+// directory.
+func (h *harness) write() error {
+	plots, err := writePlots(h.cfg.Out, h.res)
+	h.res.Plots = plots
+	if err != nil {
+		h.failed("plots", err)
+	}
+	b, err := json.MarshalIndent(h.res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(h.cfg.Out, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	md := Markdown(h.res)
+	if err := os.WriteFile(filepath.Join(h.cfg.Out, "results.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	h.logf("\n%s\nwritten to %s", md, h.cfg.Out)
+	return nil
+}
+
+// Markdown renders the results as the tables of results.md.
+func Markdown(r *Results) string {
+	var b strings.Builder
+	m := r.Machine
+	fmt.Fprintf(&b, "# Confetti benchmark, %s\n\n", r.Date)
+	fmt.Fprintf(&b, "Machine: %s, %d cores, %d GiB, %s, %s. Servers (etcd, cache nodes, proxies, floor) and the writer run in the harness process; subscribers in child processes on the same cores.\n\n",
+		orUnknown(m.CPU), m.Cores, m.MemoryGiB, m.OS, m.GoVersion)
+	if r.CommandLine != "" {
+		fmt.Fprintf(&b, "Command: `%s`\n\n", r.CommandLine)
+	}
+	s := r.Settings
+	fmt.Fprintf(&b, "Workload: %d measured updates (after %d warm-up) %d ms apart, over %d tenant(s) on %d shard(s), seed %d; confetti on %d cache node(s).\n\n",
+		s.Updates, s.Warmup, s.IntervalMs, s.Tenants, s.Shards, s.Seed, s.CacheNodes)
+	if len(r.Fanout) > 0 {
+		b.WriteString("## Fan-out\n\n")
+		b.WriteString("| scenario | N | streams/conn | conns | procs | target | p50 | p99 | p99.9 | max | p99/floor | p99/etcd | events/s | server CPU/event | client CPU/event | server RSS/sub | server heap/sub | etcd watchers | delivered |\n")
+		b.WriteString("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+		for _, f := range r.Fanout {
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				f.Scenario, count(int64(f.N)), f.StreamsPerConn, count(int64(f.Conns)), f.Procs, f.Target,
+				ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
+				ratio(f.P99VsFloor), ratio(f.P99VsEtcd), count(int64(f.EventsPerSec)),
+				us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub),
+				count(int64(f.EtcdWatchers)), delivered(f))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Resume) > 0 {
+		b.WriteString("## Resume storm\n\n")
+		b.WriteString("| N | streams/conn | procs | node 1 stop | all resumed | resume p50 | resume p99 | replayed | reset | incomplete |\n")
+		b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, x := range r.Resume {
+			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n",
+				count(int64(x.N)), x.StreamsPerConn, x.Procs, ms(x.StopMs), ms(x.AllResumedMs), ms(x.Resume.P50), ms(x.Resume.P99),
+				count(int64(x.Replays)), count(int64(x.Resets)), count(int64(x.Incomplete)))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Writes) > 0 {
+		b.WriteString("## Writes\n\n")
+		b.WriteString("| shards | op | path | p50 | p99 | p99.9 | max | ops/s | p50/direct | p99/direct |\n")
+		b.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, w := range r.Writes {
+			shards := "-"
+			if w.Shards > 0 {
+				shards = strconv.Itoa(w.Shards)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				shards, w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.P999), ms(w.Latency.Max),
+				count(int64(w.OpsPerSec)), ratio(w.P50VsDirect), ratio(w.P99VsDirect))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Failures) > 0 {
+		b.WriteString("## Failures\n\n")
+		for _, f := range r.Failures {
+			fmt.Fprintf(&b, "- %s\n", f)
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Plots) > 0 {
+		b.WriteString("## Plots\n\n")
+		for _, p := range r.Plots {
+			fmt.Fprintf(&b, "![%s](%s)\n", p, p)
+		}
+	}
+	return b.String()
+}
+
+func fanoutLine(f FanoutResult) string {
+	return fmt.Sprintf("%s %-9s N=%d streams/conn=%d conns=%d procs=%d  p50=%s p99=%s p99.9=%s max=%s  events/s=%s  server cpu/event=%s client cpu/event=%s  server rss/sub=%s heap/sub=%s  etcd watchers=%d  delivered=%s",
+		f.Scenario, f.Target, f.N, f.StreamsPerConn, f.Conns, f.Procs, ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
+		count(int64(f.EventsPerSec)), us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub), f.EtcdWatchers, delivered(f))
+}
+
+func resumeLine(x ResumeResult) string {
+	return fmt.Sprintf("resume N=%d streams/conn=%d  stop=%s all resumed=%s p50=%s p99=%s  replayed=%d reset=%d incomplete=%d",
+		x.N, x.StreamsPerConn, ms(x.StopMs), ms(x.AllResumedMs), ms(x.Resume.P50), ms(x.Resume.P99), x.Replays, x.Resets, x.Incomplete)
+}
+
+func writesLine(w WritesResult) string {
+	return fmt.Sprintf("writes shards=%d %-5s %-10s p50=%s p99=%s max=%s  %s ops/s with %d clients  p50/direct=%s",
+		w.Shards, w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.Max), count(int64(w.OpsPerSec)), w.Clients, ratio(w.P50VsDirect))
+}
+
+func delivered(f FanoutResult) string {
+	switch {
+	case f.Expected == 0:
+		return "-"
+	case f.Missing == 0 && f.Error == "":
+		return "all"
+	case f.Missing == 0:
+		return "failed"
+	}
+	return fmt.Sprintf("%s missing", count(f.Missing))
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown CPU"
+	}
+	return s
+}
+
+// ms formats milliseconds with three significant digits.
+func ms(v float64) string {
+	switch {
+	case v == 0:
+		return "-"
+	case v < 1:
+		return fmt.Sprintf("%.0f µs", v*1000)
+	case v < 10:
+		return fmt.Sprintf("%.2f ms", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f ms", v)
+	case v < 10000:
+		return fmt.Sprintf("%.0f ms", v)
+	}
+	return fmt.Sprintf("%.1f s", v/1000)
+}
+
+func us(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f µs", v)
+}
+
+func ratio(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// byteSize formats a byte count in KiB or MiB with one decimal.
+func byteSize(v float64) string {
+	switch {
+	case v < 0:
+		return "-" + byteSize(-v)
+	case v < 1024:
+		return fmt.Sprintf("%.0f B", v)
+	case v < 1<<20:
+		return fmt.Sprintf("%.1f KiB", v/1024)
+	}
+	return fmt.Sprintf("%.1f MiB", v/(1<<20))
+}
+
+// count formats an integer with thousands separators.
+func count(v int64) string {
+	s := strconv.FormatInt(v, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}
