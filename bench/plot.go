@@ -4,13 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // writePlots draws, next to results.json, the fan-out latency
@@ -29,8 +33,8 @@ func writePlots(dir string, r *Results) ([]string, error) {
 	}
 	ok := func(f FanoutResult) bool { return f.Error == "" && f.Latency.Count > 0 }
 
-	// Latency against N: one plot per streams-per-connection setting,
-	// with the fan-out and scale runs together.
+	// Latency against N: one figure per streams-per-connection setting,
+	// a panel per target, the fan-out and scale runs together.
 	var perConns []int
 	for _, f := range r.Fanout {
 		if ok(f) && !slices.Contains(perConns, f.StreamsPerConn) {
@@ -38,41 +42,18 @@ func writePlots(dir string, r *Results) ([]string, error) {
 		}
 	}
 	for _, pc := range perConns {
-		p := plot.New()
-		p.Title.Text = fmt.Sprintf("Fan-out latency against subscribers, %d stream(s) per connection", pc)
-		p.X.Label.Text = "subscribers (N)"
-		p.Y.Label.Text = "put-to-delivery latency (ms)"
-		p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
-		p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
-		p.Legend.Top, p.Legend.Left = true, true
-		for ti, target := range Targets {
-			for qi, q := range []struct {
-				name string
-				v    func(Latency) float64
-			}{{"p50", func(l Latency) float64 { return l.P50 }}, {"p99", func(l Latency) float64 { return l.P99 }}, {"p99.9", func(l Latency) float64 { return l.P999 }}} {
-				var xys plotter.XYs
-				for _, f := range r.Fanout {
-					if ok(f) && f.StreamsPerConn == pc && f.Target == target {
-						xys = append(xys, plotter.XY{X: float64(f.N), Y: math.Max(q.v(f.Latency), 0.001)})
-					}
-				}
-				if len(xys) == 0 {
-					continue
-				}
-				slices.SortFunc(xys, func(a, b plotter.XY) int { return int(a.X - b.X) })
-				l, s, err := plotter.NewLinePoints(xys)
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				l.Color, s.Color = plotutil.Color(ti), plotutil.Color(ti)
-				l.Dashes = plotutil.Dashes(qi)
-				s.Shape = plotutil.Shape(ti)
-				p.Add(l, s)
-				p.Legend.Add(target+" "+q.name, l, s)
+		var runs []FanoutResult
+		for _, f := range r.Fanout {
+			if ok(f) && f.StreamsPerConn == pc {
+				runs = append(runs, f)
 			}
 		}
-		save(p, fmt.Sprintf("fanout-latency-vs-n-spc%d.png", pc))
+		name := fmt.Sprintf("fanout-latency-vs-n-spc%d.png", pc)
+		if err := latencyVsN(filepath.Join(dir, name), pc, runs); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		files = append(files, name)
 	}
 
 	// Latency by percentile: one plot per run setting, a line per target.
@@ -108,6 +89,115 @@ func writePlots(dir string, r *Results) ([]string, error) {
 		save(p, fmt.Sprintf("resume-cdf-n%d-spc%d.png", x.N, x.StreamsPerConn))
 	}
 	return files, errors.Join(errs...)
+}
+
+// percentiles are the percentiles latencyVsN draws.
+var percentiles = []struct {
+	name string
+	of   func(Latency) float64
+}{
+	{"p50", func(l Latency) float64 { return l.P50 }},
+	{"p99", func(l Latency) float64 { return l.P99 }},
+	{"p99.9", func(l Latency) float64 { return l.P999 }},
+}
+
+// latencyVsN draws, for each target of runs, its latency percentiles
+// against N, in side-by-side panels sharing their axes.
+func latencyVsN(file string, perConn int, runs []FanoutResult) error {
+	var plots []*plot.Plot
+	var ns []float64
+	lo, hi := math.Inf(1), 0.0
+	for _, f := range runs {
+		if !slices.Contains(ns, float64(f.N)) {
+			ns = append(ns, float64(f.N))
+		}
+		for _, q := range percentiles {
+			v := math.Max(q.of(f.Latency), 0.001)
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
+		}
+	}
+	slices.Sort(ns)
+	var nTicks plot.ConstantTicks
+	for _, n := range ns {
+		nTicks = append(nTicks, plot.Tick{Value: n, Label: count(int64(n))})
+	}
+	for ti, target := range Targets {
+		// One point per N: a scale run at an N the fanout scenario also
+		// ran is left out.
+		var mine []FanoutResult
+		for _, f := range runs {
+			if f.Target == target && !slices.ContainsFunc(mine, func(m FanoutResult) bool { return m.N == f.N }) {
+				mine = append(mine, f)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		slices.SortFunc(mine, func(a, b FanoutResult) int { return a.N - b.N })
+		p := plot.New()
+		p.Title.Text = fmt.Sprintf("%s, %d stream(s)/conn", target, perConn)
+		p.X.Label.Text = "subscribers (N)"
+		p.Y.Label.Text = "latency (ms)"
+		p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, nTicks
+		p.X.Min, p.X.Max = ns[0]/1.5, ns[len(ns)-1]*1.5
+		p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, msTicks{}
+		p.Y.Min, p.Y.Max = lo/1.5, hi*1.5
+		p.Legend.Top, p.Legend.Left = true, true
+		p.Add(plotter.NewGrid())
+		for qi, q := range percentiles {
+			xys := make(plotter.XYs, len(mine))
+			for i, f := range mine {
+				xys[i] = plotter.XY{X: float64(f.N), Y: math.Max(q.of(f.Latency), 0.001)}
+			}
+			l, sc, err := plotter.NewLinePoints(xys)
+			if err != nil {
+				return err
+			}
+			l.Color, sc.Color = plotutil.Color(ti), plotutil.Color(ti)
+			l.Dashes, sc.Shape = plotutil.Dashes(qi), plotutil.Shape(qi)
+			p.Add(l, sc)
+			p.Legend.Add(q.name, l, sc)
+		}
+		plots = append(plots, p)
+	}
+	if len(plots) == 0 {
+		return nil
+	}
+	const tile = 4 * vg.Inch
+	img := vgimg.New(vg.Length(len(plots))*tile, tile)
+	dc := draw.New(img)
+	canvases := plot.Align([][]*plot.Plot{plots}, draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Millimeter * 4, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}, dc)
+	for i, p := range plots {
+		p.Draw(canvases[0][i])
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// msTicks labels a logarithmic latency axis at 1, 2 and 5 times each
+// power of ten, in plain numbers.
+type msTicks struct{}
+
+func (msTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		for _, m := range []float64{1, 2, 5} {
+			if v := m * math.Pow(10, e); v >= lo && v <= hi {
+				ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+			}
+		}
+	}
+	if len(ticks) < 2 {
+		ticks = append(ticks, plot.Tick{Value: lo, Label: strconv.FormatFloat(lo, 'g', 2, 64)}, plot.Tick{Value: hi, Label: strconv.FormatFloat(hi, 'g', 2, 64)})
+	}
+	return ticks
 }
 
 // percentilePlot is a latency distribution plot in the HdrHistogram

@@ -99,6 +99,7 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newSvcCommand(a),
 		newShardCommand(a),
 		newKeyCommand(a),
+		newBenchCommand(a),
 	)
 	return root
 }
