@@ -371,7 +371,14 @@ func (c *child) deliver(i int, value []byte) bool {
 	record(c.hist, now.Sub(at))
 	c.lastRecv = max(c.lastRecv, now.UnixNano())
 	c.mu.Unlock()
-	return s.got >= s.tenant.Expect
+	return c.complete(i)
+}
+
+// complete reports whether fan-out subscriber i has every update it
+// expects (at once, for a tenant that gets none).
+func (c *child) complete(i int) bool {
+	s := &c.subs[i]
+	return c.spec.Mode == modeFanout && s.got >= s.tenant.Expect
 }
 
 // finishedAt records when a resuming subscriber reached the last update.
@@ -439,6 +446,9 @@ func (c *child) watchEtcd(i int) {
 		}
 		if wr.Created {
 			c.markReady(i)
+			if c.complete(i) {
+				return
+			}
 		}
 		for _, ev := range wr.Events {
 			if c.deliver(i, ev.Kv.Value) {
@@ -524,6 +534,9 @@ func (c *child) stream(i int, addr string, token *string, resuming bool) (done b
 			}
 			*token = r.Token
 			c.markReady(i)
+			if c.complete(i) {
+				return true, nil
+			}
 			// A Reset replaces the state: on a resumed stream it brings
 			// the subscriber up to date as replayed events would.
 			if resuming {
