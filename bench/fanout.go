@@ -69,12 +69,15 @@ type FanoutResult struct {
 	Error      string  `json:"error,omitempty"`
 }
 
-// fanoutEnv is the cluster of the fan-out scenarios and the watcher count
-// it has with no target running.
+// fanoutEnv is the cluster of the fan-out scenarios, and the etcd
+// watchers and open files it has with no target running.
 type fanoutEnv struct {
 	*cluster
-	baseWatchers int
+	baseWatchers, baseFiles int
 }
+
+// settle waits until the previous run has released what it held.
+func (e *fanoutEnv) settle(ctx context.Context) { settle(ctx, e.baseWatchers, e.baseFiles) }
 
 func startFanoutEnv(ctx context.Context, cfg Config) (*fanoutEnv, error) {
 	names := make([]string, cfg.Tenants)
@@ -85,7 +88,7 @@ func startFanoutEnv(ctx context.Context, cfg Config) (*fanoutEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fanoutEnv{cluster: cl, baseWatchers: etcdWatchers()}, nil
+	return &fanoutEnv{cluster: cl, baseWatchers: etcdWatchers(), baseFiles: openFiles()}, nil
 }
 
 // schedule is the tenant of each measured update, drawn from the seed, so
@@ -198,7 +201,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 	for _, t := range sched {
 		expect[t]++
 	}
-	settleWatchers(ctx, e.baseWatchers)
+	e.settle(ctx)
 	tg, err := e.startTarget(ctx, name, cfg.CacheNodes)
 	if err != nil {
 		return res, err

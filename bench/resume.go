@@ -39,7 +39,7 @@ func (h *harness) runResume(ctx context.Context, e *fanoutEnv, n, perConn int) (
 	k := len(e.tenants)
 	pre, gap := max(cfg.Warmup, k), max(cfg.Updates, k)
 	res = ResumeResult{N: n, StreamsPerConn: perConn, Procs: procs, Tenants: k, GapUpdates: gap}
-	settleWatchers(ctx, e.baseWatchers)
+	e.settle(ctx)
 	n1, err := e.startCacheNode(ctx, "cache-1")
 	if err != nil {
 		return res, err

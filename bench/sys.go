@@ -34,13 +34,16 @@ func maxRSS() int64 {
 }
 
 // memory is the process's resident set and the Go heap in use, measured
-// after a garbage collection that also returns freed memory to the
-// system, so that two measurements differ by what is still held.
+// after garbage collections that empty the sync.Pools (gRPC keeps its
+// buffers in them; a pooled object survives one collection) and return
+// freed memory to the system, so that two measurements differ by what is
+// still held.
 type memory struct {
 	rss, heap int64
 }
 
 func measureMemory() memory {
+	runtime.GC()
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -97,11 +100,27 @@ func etcdWatchers() int {
 	return -1
 }
 
-// settleWatchers waits, up to ten seconds, until etcd's watcher count is
-// back to base (watchers of a finished run are removed asynchronously).
-func settleWatchers(ctx context.Context, base int) {
+// openFiles counts this process's open file descriptors, from /proc; -1
+// where /proc is not available.
+func openFiles() int {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(fds)
+}
+
+// settle waits, up to ten seconds, until what a finished run held is
+// released: etcd's watcher count back to watchers and this process's open
+// files back to files plus a little (both are released asynchronously
+// once the subscriber processes are gone), so that the next run's memory
+// and watcher figures are its own.
+func settle(ctx context.Context, watchers, files int) {
 	deadline := time.Now().Add(10 * time.Second)
-	for etcdWatchers() > base && time.Now().Before(deadline) && ctx.Err() == nil {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if etcdWatchers() <= watchers && openFiles() <= files+100 {
+			return
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
