@@ -73,17 +73,11 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 		return nil, err
 	}
 	defer p.Close()
-	srv, err := startServer(p.Register, nil)
+	kv, stop, err := serveKV(p.Register)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.stop()
-	conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	kv := confettipb.NewKVClient(conn)
+	defer stop()
 	direct := map[string]*clientv3.Client{}
 	for _, t := range cl.tenants {
 		_, cli, err := cl.shardOf(t)
@@ -238,17 +232,11 @@ func (echoKV) Range(context.Context, *confettipb.RangeRequest) (*confettipb.Rang
 // served, with nothing behind it.
 func (h *harness) runUnaryFloor(ctx context.Context) (WritesResult, error) {
 	res := WritesResult{Op: "unary", Path: PathUnaryFloor, Ops: h.cfg.WriteOps, Clients: h.cfg.WriteClients}
-	srv, err := startServer(func(s *grpc.Server) { confettipb.RegisterKVServer(s, echoKV{}) }, nil)
+	kv, stop, err := serveKV(func(s *grpc.Server) { confettipb.RegisterKVServer(s, echoKV{}) })
 	if err != nil {
 		return res, err
 	}
-	defer srv.stop()
-	conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return res, err
-	}
-	defer conn.Close()
-	kv := confettipb.NewKVClient(conn)
+	defer stop()
 	call := func(ctx context.Context, _ int) error {
 		_, err := kv.Range(ctx, &confettipb.RangeRequest{Tenant: "bench", Key: "k"})
 		return err
@@ -269,4 +257,19 @@ func (h *harness) runUnaryFloor(ctx context.Context) (WritesResult, error) {
 	res.Latency, _ = summarizeDurations(took)
 	res.OpsPerSec, err = throughput(ctx, res.Ops, res.Clients, call, nil)
 	return res, err
+}
+
+// serveKV serves what register registers and returns a KV client of it,
+// and a function that closes the client and stops the server.
+func serveKV(register func(*grpc.Server)) (confettipb.KVClient, func(), error) {
+	srv, err := startServer(register, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		srv.stop()
+		return nil, nil, err
+	}
+	return confettipb.NewKVClient(conn), func() { conn.Close(); srv.stop() }, nil
 }
