@@ -97,12 +97,15 @@ type childResult struct {
 	// Done is, per subscriber, when it had the last update (Unix ns; 0:
 	// never), and Resets and Replays how its resumed streams started
 	// (resume mode).
-	Done     []int64 `json:"done,omitempty"`
-	Resets   int     `json:"resets"`
-	Replays  int     `json:"replays"`
-	Errors   int     `json:"errors"`
-	FirstErr string  `json:"first_error,omitempty"`
-	Error    string  `json:"error,omitempty"`
+	Done    []int64 `json:"done,omitempty"`
+	Resets  int     `json:"resets"`
+	Replays int     `json:"replays"`
+	// Restarts counts watches etcd or the grpc-proxy canceled and the
+	// subscriber watched again.
+	Restarts int    `json:"restarts"`
+	Errors   int    `json:"errors"`
+	FirstErr string `json:"first_error,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // updateValue is the value of measured update seq, intended to be sent at
@@ -163,13 +166,11 @@ type child struct {
 	pending atomic.Int64
 
 	mu       sync.Mutex
-	hist     *hdrhistogram.Histogram
 	subs     []subscriber
 	conns    map[string][]*grpc.ClientConn
 	clis     map[string][]*clientv3.Client
 	errs     int
 	firstErr error
-	lastRecv int64
 }
 
 // subscriber is one subscription's state, touched only by its goroutine
@@ -182,12 +183,18 @@ type subscriber struct {
 	disorder int64
 	doneAt   int64
 	resumed  string
+	restarts int
+	// lat holds the subscriber's latencies and lastRecv when the last
+	// arrived (Unix ns), kept per subscriber so that thousands of
+	// subscribers receiving at once never wait for each other.
+	lat      []time.Duration
+	lastRecv int64
 	ready    bool
 	marked   bool
 }
 
 func newChild(spec childSpec, out io.Writer) *child {
-	c := &child{spec: spec, out: out, hist: newHistogram(), conns: map[string][]*grpc.ClientConn{}, clis: map[string][]*clientv3.Client{}}
+	c := &child{spec: spec, out: out, conns: map[string][]*grpc.ClientConn{}, clis: map[string][]*clientv3.Client{}}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	d := &net.Dialer{}
 	if spec.LocalIP != "" {
@@ -286,13 +293,19 @@ func (c *child) run(in *bufio.Reader) int {
 func (c *child) collect() childResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	res := childResult{Hist: c.hist.Export(), Delivered: c.hist.TotalCount(), LastRecv: c.lastRecv, Errors: c.errs}
+	res := childResult{Errors: c.errs}
 	if c.firstErr != nil {
 		res.FirstErr = c.firstErr.Error()
 	}
+	hist := newHistogram()
 	for i := range c.subs {
 		s := &c.subs[i]
+		for _, d := range s.lat {
+			record(hist, d)
+		}
+		res.LastRecv = max(res.LastRecv, s.lastRecv)
 		res.Disorder += s.disorder
+		res.Restarts += s.restarts
 		switch c.spec.Mode {
 		case modeResume:
 			res.Done = append(res.Done, s.doneAt)
@@ -312,6 +325,7 @@ func (c *child) collect() childResult {
 			}
 		}
 	}
+	res.Hist, res.Delivered = hist.Export(), hist.TotalCount()
 	return res
 }
 
@@ -367,10 +381,8 @@ func (c *child) deliver(i int, value []byte) bool {
 		}
 		return c.finishedAt(i, seq, now)
 	}
-	c.mu.Lock()
-	record(c.hist, now.Sub(at))
-	c.lastRecv = max(c.lastRecv, now.UnixNano())
-	c.mu.Unlock()
+	s.lat = append(s.lat, now.Sub(at))
+	s.lastRecv = now.UnixNano()
 	return c.complete(i)
 }
 
@@ -428,7 +440,10 @@ func (c *child) etcdClient(addr string, slot int) (*clientv3.Client, error) {
 	return pool[slot], nil
 }
 
-// watchEtcd is subscriber i as an etcd watcher of its tenant's key.
+// watchEtcd is subscriber i as an etcd watcher of its tenant's key. A
+// watch that etcd (or the grpc-proxy) cancels after it was created is
+// watched again from the next revision, as an etcd application must:
+// nothing is lost, and the restart is counted.
 func (c *child) watchEtcd(i int) {
 	s := &c.subs[i]
 	_, addr := c.place(i)
@@ -438,26 +453,43 @@ func (c *child) watchEtcd(i int) {
 		c.markReady(i)
 		return
 	}
-	for wr := range cli.Watch(c.ctx, s.tenant.Key, clientv3.WithCreatedNotify()) {
-		if err := wr.Err(); err != nil {
+	next := int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithCreatedNotify()}
+		if next > 0 {
+			opts = append(opts, clientv3.WithRev(next))
+		}
+		err := errors.New("watch closed")
+		for wr := range cli.Watch(c.ctx, s.tenant.Key, opts...) {
+			if err = wr.Err(); err != nil {
+				break
+			}
+			if wr.Created {
+				if next == 0 {
+					next = wr.Header.Revision + 1
+				}
+				c.markReady(i)
+				if c.complete(i) {
+					return
+				}
+			}
+			for _, ev := range wr.Events {
+				next = ev.Kv.ModRevision + 1
+				if c.deliver(i, ev.Kv.Value) {
+					return
+				}
+			}
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+		if !s.ready {
 			c.fail(err)
 			c.markReady(i)
 			return
 		}
-		if wr.Created {
-			c.markReady(i)
-			if c.complete(i) {
-				return
-			}
-		}
-		for _, ev := range wr.Events {
-			if c.deliver(i, ev.Kv.Value) {
-				return
-			}
-		}
+		s.restarts++
 	}
-	c.fail(errors.New("watch closed"))
-	c.markReady(i)
 }
 
 // subscribeCache is subscriber i as a Cache.Subscribe client. In resume

@@ -40,6 +40,9 @@ type FanoutResult struct {
 	Missing   int64 `json:"missing"`
 	// Disorder counts updates a subscriber received twice or out of order.
 	Disorder int64 `json:"disorder"`
+	// Restarts counts watches etcd or its grpc-proxy canceled, which the
+	// subscribers watched again from the next revision.
+	Restarts int `json:"restarts"`
 	// Latency is from each update's intended send time to its delivery.
 	Latency Latency    `json:"latency"`
 	CDF     []CDFPoint `json:"cdf,omitempty"`
@@ -287,6 +290,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 		res.Delivered += r.Delivered
 		res.Missing += r.Missing
 		res.Disorder += r.Disorder
+		res.Restarts += r.Restarts
 		incomplete += r.Incomplete
 		errs += r.Errors
 		if firstErr == "" {

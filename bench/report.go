@@ -47,15 +47,15 @@ func Markdown(r *Results) string {
 		s.Updates, s.Warmup, s.IntervalMs, s.Tenants, s.Shards, s.Seed, s.CacheNodes)
 	if len(r.Fanout) > 0 {
 		b.WriteString("## Fan-out\n\n")
-		b.WriteString("| scenario | N | streams/conn | conns | procs | target | p50 | p99 | p99.9 | max | p99/floor | p99/etcd | events/s | server CPU/event | client CPU/event | server RSS/sub | server heap/sub | etcd watchers | delivered |\n")
-		b.WriteString("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+		b.WriteString("| scenario | N | streams/conn | conns | procs | target | p50 | p99 | p99.9 | max | p99/floor | p99/etcd | events/s | server CPU/event | client CPU/event | server RSS/sub | server heap/sub | etcd watchers | watch restarts | delivered |\n")
+		b.WriteString("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 		for _, f := range r.Fanout {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n",
 				f.Scenario, count(int64(f.N)), f.StreamsPerConn, count(int64(f.Conns)), f.Procs, f.Target,
 				ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
 				ratio(f.P99VsFloor), ratio(f.P99VsEtcd), count(int64(f.EventsPerSec)),
 				us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub),
-				count(int64(f.EtcdWatchers)), delivered(f))
+				count(int64(f.EtcdWatchers)), f.Restarts, delivered(f))
 		}
 		b.WriteString("\n")
 	}
@@ -102,9 +102,9 @@ func Markdown(r *Results) string {
 }
 
 func fanoutLine(f FanoutResult) string {
-	return fmt.Sprintf("%s %-9s N=%d streams/conn=%d conns=%d procs=%d  p50=%s p99=%s p99.9=%s max=%s  events/s=%s  server cpu/event=%s client cpu/event=%s  server rss/sub=%s heap/sub=%s  etcd watchers=%d  delivered=%s",
+	return fmt.Sprintf("%s %-9s N=%d streams/conn=%d conns=%d procs=%d  p50=%s p99=%s p99.9=%s max=%s  events/s=%s  server cpu/event=%s client cpu/event=%s  server rss/sub=%s heap/sub=%s  etcd watchers=%d restarts=%d  delivered=%s",
 		f.Scenario, f.Target, f.N, f.StreamsPerConn, f.Conns, f.Procs, ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
-		count(int64(f.EventsPerSec)), us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub), f.EtcdWatchers, delivered(f))
+		count(int64(f.EventsPerSec)), us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub), f.EtcdWatchers, f.Restarts, delivered(f))
 }
 
 func resumeLine(x ResumeResult) string {
