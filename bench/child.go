@@ -440,10 +440,14 @@ func (c *child) etcdClient(addr string, slot int) (*clientv3.Client, error) {
 	return pool[slot], nil
 }
 
+// maxRestarts bounds how often one etcd watcher is watched again before
+// its error counts as a failure.
+const maxRestarts = 100
+
 // watchEtcd is subscriber i as an etcd watcher of its tenant's key. A
-// watch that etcd (or the grpc-proxy) cancels after it was created is
-// watched again from the next revision, as an etcd application must:
-// nothing is lost, and the restart is counted.
+// watch that etcd (or the grpc-proxy) cancels is watched again from the
+// next revision, as an etcd application must: nothing is lost, and the
+// restart is counted.
 func (c *child) watchEtcd(i int) {
 	s := &c.subs[i]
 	_, addr := c.place(i)
@@ -483,8 +487,8 @@ func (c *child) watchEtcd(i int) {
 		if c.ctx.Err() != nil {
 			return
 		}
-		if !s.ready {
-			c.fail(err)
+		if s.restarts >= maxRestarts {
+			c.fail(fmt.Errorf("watch canceled %d times: %w", s.restarts+1, err))
 			c.markReady(i)
 			return
 		}

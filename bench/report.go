@@ -75,12 +75,8 @@ func Markdown(r *Results) string {
 		b.WriteString("| shards | op | path | p50 | p99 | p99.9 | max | ops/s | p50/direct | p99/direct |\n")
 		b.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, w := range r.Writes {
-			shards := "-"
-			if w.Shards > 0 {
-				shards = strconv.Itoa(w.Shards)
-			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				shards, w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.P999), ms(w.Latency.Max),
+				shardsOf(w), w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.P999), ms(w.Latency.Max),
 				count(int64(w.OpsPerSec)), ratio(w.P50VsDirect), ratio(w.P99VsDirect))
 		}
 		b.WriteString("\n")
@@ -113,8 +109,16 @@ func resumeLine(x ResumeResult) string {
 }
 
 func writesLine(w WritesResult) string {
-	return fmt.Sprintf("writes shards=%d %-5s %-10s p50=%s p99=%s max=%s  %s ops/s with %d clients  p50/direct=%s",
-		w.Shards, w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.Max), count(int64(w.OpsPerSec)), w.Clients, ratio(w.P50VsDirect))
+	return fmt.Sprintf("writes shards=%s %-5s %-10s p50=%s p99=%s max=%s  %s ops/s with %d clients  p50/direct=%s",
+		shardsOf(w), w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.Max), count(int64(w.OpsPerSec)), w.Clients, ratio(w.P50VsDirect))
+}
+
+// shardsOf is a writes result's shard count, "-" for the unary floor.
+func shardsOf(w WritesResult) string {
+	if w.Shards == 0 {
+		return "-"
+	}
+	return strconv.Itoa(w.Shards)
 }
 
 func delivered(f FanoutResult) string {
