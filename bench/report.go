@@ -45,42 +45,34 @@ func Markdown(r *Results) string {
 	s := r.Settings
 	fmt.Fprintf(&b, "Workload: %d measured updates (after %d warm-up) %d ms apart, over %d tenant(s) on %d shard(s), seed %d; confetti on %d cache node(s).\n\n",
 		s.Updates, s.Warmup, s.IntervalMs, s.Tenants, s.Shards, s.Seed, s.CacheNodes)
-	if len(r.Fanout) > 0 {
-		b.WriteString("## Fan-out\n\n")
-		b.WriteString("| scenario | N | streams/conn | conns | procs | target | p50 | p99 | p99.9 | max | p99/floor | p99/etcd | events/s | server CPU/event | client CPU/event | server RSS/sub | server heap/sub | etcd watchers | watch restarts | delivered |\n")
-		b.WriteString("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
-		for _, f := range r.Fanout {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n",
-				f.Scenario, count(int64(f.N)), f.StreamsPerConn, count(int64(f.Conns)), f.Procs, f.Target,
-				ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
-				ratio(f.P99VsFloor), ratio(f.P99VsEtcd), count(int64(f.EventsPerSec)),
-				us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub),
-				count(int64(f.EtcdWatchers)), f.Restarts, delivered(f))
-		}
-		b.WriteString("\n")
+	var rows [][]string
+	for _, f := range r.Fanout {
+		rows = append(rows, []string{
+			f.Scenario, count(int64(f.N)), strconv.Itoa(f.StreamsPerConn), count(int64(f.Conns)), strconv.Itoa(f.Procs), f.Target,
+			ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
+			ratio(f.P99VsFloor), ratio(f.P99VsEtcd), count(int64(f.EventsPerSec)),
+			us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub),
+			count(int64(f.EtcdWatchers)), strconv.Itoa(f.Restarts), delivered(f),
+		})
 	}
-	if len(r.Resume) > 0 {
-		b.WriteString("## Resume storm\n\n")
-		b.WriteString("| N | streams/conn | procs | node 1 stop | all resumed | resume p50 | resume p99 | replayed | reset | incomplete |\n")
-		b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-		for _, x := range r.Resume {
-			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n",
-				count(int64(x.N)), x.StreamsPerConn, x.Procs, ms(x.StopMs), ms(x.AllResumedMs), ms(x.Resume.P50), ms(x.Resume.P99),
-				count(int64(x.Replays)), count(int64(x.Resets)), count(int64(x.Incomplete)))
-		}
-		b.WriteString("\n")
+	table(&b, "Fan-out", "lrrrrlrrrrrrrrrrrrrl", []string{"scenario", "N", "streams/conn", "conns", "procs", "target", "p50", "p99", "p99.9", "max",
+		"p99/floor", "p99/etcd", "events/s", "server CPU/event", "client CPU/event", "server RSS/sub", "server heap/sub", "etcd watchers", "watch restarts", "delivered"}, rows)
+	rows = nil
+	for _, x := range r.Resume {
+		rows = append(rows, []string{
+			count(int64(x.N)), strconv.Itoa(x.StreamsPerConn), strconv.Itoa(x.Procs), ms(x.StopMs), ms(x.AllResumedMs), ms(x.Resume.P50), ms(x.Resume.P99),
+			count(int64(x.Replays)), count(int64(x.Resets)), count(int64(x.Incomplete)),
+		})
 	}
-	if len(r.Writes) > 0 {
-		b.WriteString("## Writes\n\n")
-		b.WriteString("| shards | op | path | p50 | p99 | p99.9 | max | ops/s | p50/direct | p99/direct |\n")
-		b.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-		for _, w := range r.Writes {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				shardsOf(w), w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.P999), ms(w.Latency.Max),
-				count(int64(w.OpsPerSec)), ratio(w.P50VsDirect), ratio(w.P99VsDirect))
-		}
-		b.WriteString("\n")
+	table(&b, "Resume storm", "rrrrrrrrrr", []string{"N", "streams/conn", "procs", "node 1 stop", "all resumed", "resume p50", "resume p99", "replayed", "reset", "incomplete"}, rows)
+	rows = nil
+	for _, w := range r.Writes {
+		rows = append(rows, []string{
+			shardsOf(w), w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.P999), ms(w.Latency.Max),
+			count(int64(w.OpsPerSec)), ratio(w.P50VsDirect), ratio(w.P99VsDirect),
+		})
 	}
+	table(&b, "Writes", "rllrrrrrrr", []string{"shards", "op", "path", "p50", "p99", "p99.9", "max", "ops/s", "p50/direct", "p99/direct"}, rows)
 	if len(r.Failures) > 0 {
 		b.WriteString("## Failures\n\n")
 		for _, f := range r.Failures {
@@ -95,6 +87,27 @@ func Markdown(r *Results) string {
 		}
 	}
 	return b.String()
+}
+
+// table writes a Markdown section titled title holding a table, unless
+// there are no rows; align has an l (left) or r (right) per column.
+func table(b *strings.Builder, title, align string, header []string, rows [][]string) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## %s\n\n| %s |\n|", title, strings.Join(header, " | "))
+	for _, a := range align {
+		if a == 'r' {
+			b.WriteString(" ---: |")
+		} else {
+			b.WriteString(" --- |")
+		}
+	}
+	b.WriteString("\n")
+	for _, r := range rows {
+		fmt.Fprintf(b, "| %s |\n", strings.Join(r, " | "))
+	}
+	b.WriteString("\n")
 }
 
 func fanoutLine(f FanoutResult) string {
