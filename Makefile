@@ -5,7 +5,7 @@ TOOLS    := $(GO) tool -modfile=tools/go.mod
 BIN      := bin/confetti
 TIMEOUT  ?= 15m
 
-.PHONY: build dev test e2e bench proto proto-check lint
+.PHONY: build dev test e2e bench bench-quick proto proto-check lint
 
 build:
 	$(GO) build -o $(BIN) ./cmd/confetti
@@ -20,9 +20,17 @@ test:
 e2e:
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags e2e -run '^TestE2E' ./e2e/...
 
-# Benchmarks measure and print; see the README for what each reports.
-bench:
-	$(GO) test -v -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+# The benchmark suite (README, Benchmarks): tables, JSON and plots in
+# bench/results/<date>/. bench-quick checks the harness end to end in under
+# a minute, into a temporary directory.
+BENCH_OUT ?= bench/results/$(shell date +%Y-%m-%d)
+
+bench: build
+	$(BIN) bench --out $(BENCH_OUT)
+
+bench-quick: build
+	@out="$$(mktemp -d)"; trap 'rm -rf "$$out"' EXIT; \
+	$(BIN) bench --quick --out "$$out"
 
 proto:
 	$(TOOLS) buf generate

@@ -1,376 +1,363 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/base64"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"runtime"
-	"strconv"
+	"math/rand/v2"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/server/v3/proxy/grpcproxy"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/meta"
 )
 
-// FanoutConfig is one fan-out run: Subscribers streams of one tenant,
-// multiplexed over Conns connections to a cache node and split over
-// Processes child processes (each holds its own connections, so the
-// node's figures are its own and the open-files limit of one process is
-// never the bound), receiving Updates puts made Interval apart, each
-// carrying its send time.
-type FanoutConfig struct {
-	// Target is how subscribers subscribe: TargetConfetti and TargetFloor
-	// open Cache.Subscribe streams at Addr; TargetEtcd and TargetGRPCProxy
-	// open etcd watches of Key at Addr.
-	Target      string
-	CacheAddr   string
-	Key         string
-	Tenant      string
-	Subscribers int
-	Conns       int
-	Processes   int
-	Updates     int
-	Warmup      int
-	Interval    time.Duration
-	// Put writes the update's value (a decimal Unix time in nanoseconds,
-	// or, for a warm-up update, that time after "warmup-") to the key
-	// kv/tick of the tenant, through whatever path is measured.
-	Put func(ctx context.Context, value string) error
-}
-
-// The fan-out targets.
-const (
-	TargetConfetti  = "confetti"
-	TargetEtcd      = "etcd"
-	TargetGRPCProxy = "grpcproxy"
-	TargetFloor     = "floor"
-)
-
-// FanoutResult is what a fan-out run measured. CPU and heap are the
-// measuring process's own, which holds the cache node and not the
-// subscribers.
+// FanoutResult is one fan-out run: one target, N subscribers, one
+// multiplexing setting.
 type FanoutResult struct {
-	Target                                 string
-	Subscribers, Conns, Processes, Updates int
-	Delivered                              int64
-	Missing                                int64
-	P50, P99, Max                          time.Duration
-	CPUMicrosPerEvent                      float64
-	HeapBytesPerSubscriber                 float64
-	// EtcdWatchers is the watchers of every etcd server embedded in this
-	// process (meta and shards) while the subscribers were connected.
-	EtcdWatchers int
+	Scenario       string `json:"scenario"`
+	Target         string `json:"target"`
+	N              int    `json:"n"`
+	StreamsPerConn int    `json:"streams_per_conn"`
+	Conns          int    `json:"conns"`
+	Procs          int    `json:"procs"`
+	Tenants        int    `json:"tenants"`
+	Shards         int    `json:"shards"`
+	CacheNodes     int    `json:"cache_nodes,omitempty"`
+	Updates        int    `json:"updates"`
+	Warmup         int    `json:"warmup"`
+	IntervalMs     int64  `json:"interval_ms"`
+	// Expected deliveries (every subscriber, every update of its tenant),
+	// those that arrived, and those that did not.
+	Expected  int64 `json:"expected"`
+	Delivered int64 `json:"delivered"`
+	Missing   int64 `json:"missing"`
+	// Disorder counts updates a subscriber received twice or out of order.
+	Disorder int64 `json:"disorder"`
+	// Restarts counts watches etcd or its grpc-proxy canceled, which the
+	// subscribers watched again from the next revision.
+	Restarts int `json:"restarts"`
+	// Latency is from each update's intended send time to its delivery.
+	Latency Latency    `json:"latency"`
+	CDF     []CDFPoint `json:"cdf,omitempty"`
+	// EventsPerSec is the deliveries over the time from the first
+	// measured update's intended send time to the last delivery.
+	EventsPerSec float64 `json:"events_per_sec"`
+	// ServerCPUPerEvent is the CPU time of the harness process (the
+	// servers: etcd, cache nodes, proxies, floor, and the writer) per
+	// delivered event, in microseconds; ClientCPUPerEvent the subscriber
+	// processes', and ClientCPUSeconds their total.
+	ServerCPUPerEvent float64 `json:"server_cpu_us_per_event"`
+	ClientCPUPerEvent float64 `json:"client_cpu_us_per_event"`
+	ClientCPUSeconds  float64 `json:"client_cpu_seconds"`
+	// ServerRSSPerSub and ServerHeapPerSub are the growth of the harness
+	// process's resident set and Go heap from before the subscribers
+	// connected to when all were ready, per subscriber, in bytes
+	// (connections included).
+	ServerRSSPerSub  float64 `json:"server_rss_bytes_per_sub"`
+	ServerHeapPerSub float64 `json:"server_heap_bytes_per_sub"`
+	// EtcdWatchers is the watchers the run added in the etcd shards while
+	// its subscribers were connected.
+	EtcdWatchers int `json:"etcd_watchers"`
+	// P99VsFloor and P99VsEtcd are the p99 latency over that of floor and
+	// of etcd in the same run (0: not measured).
+	P99VsFloor float64 `json:"p99_vs_floor,omitempty"`
+	P99VsEtcd  float64 `json:"p99_vs_etcd,omitempty"`
+	Error      string  `json:"error,omitempty"`
 }
 
-func (r FanoutResult) String() string {
-	return fmt.Sprintf("%-9s N=%d conns=%d procs=%d updates=%d delivered=%d missing=%d  p50=%v p99=%v max=%v  node cpu/event=%.1fus  node heap/subscriber=%.0fB  etcd watchers=%d",
-		r.Target, r.Subscribers, r.Conns, r.Processes, r.Updates, r.Delivered, r.Missing, r.P50, r.P99, r.Max, r.CPUMicrosPerEvent, r.HeapBytesPerSubscriber, r.EtcdWatchers)
+// fanoutEnv is the cluster of the fan-out scenarios, and the etcd
+// watchers and open files it has with no target running.
+type fanoutEnv struct {
+	*cluster
+	baseWatchers, baseFiles int
 }
 
-// ChildEnv makes a test binary of this package act as a subscriber
-// process (see RunChild) instead of running tests.
-const ChildEnv = "CONFETTI_BENCH_CHILD"
+// settle waits until the previous run has released what it held.
+func (e *fanoutEnv) settle(ctx context.Context) { settle(ctx, e.baseWatchers, e.baseFiles) }
 
-// childSpec is what a subscriber process is told, as JSON in ChildEnv.
-type childSpec struct {
-	Target      string    `json:"target"`
-	Addr        string    `json:"addr"`
-	Key         string    `json:"key"`
-	Tenant      string    `json:"tenant"`
-	Subscribers int       `json:"subscribers"`
-	Conns       int       `json:"conns"`
-	Updates     int       `json:"updates"`
-	MinStamp    time.Time `json:"-"`
-}
-
-// RunFanout starts the subscriber processes, waits until every
-// subscriber holds its Reset, writes, and measures put-to-delivery latency
-// from the timestamp in each value. Warm-up updates are sent but not
-// counted.
-func RunFanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
-	if cfg.Target == "" {
-		cfg.Target = TargetConfetti
+func startFanoutEnv(ctx context.Context, cfg Config) (*fanoutEnv, error) {
+	names := make([]string, cfg.Tenants)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%d", i)
 	}
-	res := FanoutResult{Target: cfg.Target, Subscribers: cfg.Subscribers, Conns: cfg.Conns, Processes: max(1, cfg.Processes), Updates: cfg.Updates}
-	self, err := os.Executable()
+	cl, err := startCluster(ctx, cfg.Shards, false, names)
+	if err != nil {
+		return nil, err
+	}
+	return &fanoutEnv{cluster: cl, baseWatchers: etcdWatchers(), baseFiles: openFiles()}, nil
+}
+
+// schedule is the tenant of each measured update, drawn from the seed, so
+// that every target of an invocation gets the same sequence.
+func schedule(cfg Config) []int {
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed))
+	s := make([]int, cfg.Updates)
+	for i := range s {
+		s[i] = rng.IntN(cfg.Tenants)
+	}
+	return s
+}
+
+// target is one target of a run, started: the addresses each tenant's
+// subscribers connect to, how an update is written, and how it stops.
+type target struct {
+	addrs func(t meta.Tenant) []string
+	put   func(ctx context.Context, t meta.Tenant, value string) error
+	stop  func()
+}
+
+// putEtcd writes an update straight to the tenant's shard, as an
+// application on etcd would.
+func (e *fanoutEnv) putEtcd(ctx context.Context, t meta.Tenant, value string) error {
+	_, cli, err := e.shardOf(t)
+	if err != nil {
+		return err
+	}
+	_, err = cli.Put(ctx, keys.KV(t.Name)+"tick", value)
+	return err
+}
+
+func (e *fanoutEnv) startTarget(ctx context.Context, name string, cacheNodes int) (*target, error) {
+	var stops []func()
+	tg := &target{put: e.putEtcd, stop: func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}}
+	fail := func(err error) (*target, error) {
+		tg.stop()
+		return nil, err
+	}
+	switch name {
+	case TargetFloor:
+		f := NewFloor()
+		srv, err := startServer(func(s *grpc.Server) { confettipb.RegisterCacheServer(s, f) }, nil)
+		if err != nil {
+			return nil, err
+		}
+		stops = append(stops, srv.stop)
+		tg.addrs = func(meta.Tenant) []string { return []string{srv.addr} }
+		tg.put = func(_ context.Context, t meta.Tenant, v string) error { f.Publish(t.Name, v); return nil }
+	case TargetConfetti:
+		var addrs []string
+		for i := range cacheNodes {
+			n, err := e.startCacheNode(ctx, fmt.Sprintf("cache-%d", i+1))
+			if err != nil {
+				return fail(err)
+			}
+			stops = append(stops, n.stop)
+			addrs = append(addrs, n.addr)
+		}
+		tg.addrs = func(meta.Tenant) []string { return addrs }
+	case TargetEtcd:
+		tg.addrs = func(t meta.Tenant) []string {
+			sh, _, _ := e.shardOf(t)
+			return []string{strings.TrimPrefix(sh.Endpoints()[0], "http://")}
+		}
+	case TargetGRPCProxy:
+		// One grpc-proxy per shard, as etcd users deploy it in front of
+		// each cluster.
+		addrs := map[string]string{}
+		for i, id := range e.shardIDs {
+			cli, err := e.shards[i].Client()
+			if err != nil {
+				return fail(err)
+			}
+			pctx, cancel := context.WithCancel(context.Background())
+			wp, _ := grpcproxy.NewWatchProxy(pctx, zap.NewNop(), cli)
+			stops = append(stops, func() { cancel(); cli.Close() })
+			srv, err := startServer(func(s *grpc.Server) { etcdserverpb.RegisterWatchServer(s, wp) }, nil)
+			if err != nil {
+				return fail(err)
+			}
+			stops = append(stops, srv.stop)
+			addrs[id] = srv.addr
+		}
+		tg.addrs = func(t meta.Tenant) []string { return []string{addrs[t.Shard]} }
+	default:
+		return nil, fmt.Errorf("bench: unknown target %q", name)
+	}
+	return tg, nil
+}
+
+// runFanout measures one target with n subscribers, perConn streams per
+// connection.
+func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name string, n, perConn int) (res FanoutResult, err error) {
+	cfg := h.cfg
+	procs := cfg.procsFor(scenario, n)
+	res = FanoutResult{
+		Scenario: scenario, Target: name, N: n, StreamsPerConn: perConn, Procs: procs,
+		Tenants: cfg.Tenants, Shards: cfg.Shards, Updates: cfg.Updates, Warmup: cfg.Warmup, IntervalMs: cfg.Interval.Milliseconds(),
+	}
+	if name == TargetConfetti {
+		res.CacheNodes = cfg.CacheNodes
+	}
+	sched := schedule(cfg)
+	expect := make([]int64, cfg.Tenants)
+	for _, t := range sched {
+		expect[t]++
+	}
+	e.settle(ctx)
+	tg, err := e.startTarget(ctx, name, cfg.CacheNodes)
 	if err != nil {
 		return res, err
 	}
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	defer tg.stop()
 
-	type child struct {
-		cmd    *exec.Cmd
-		out    *bufio.Reader
-		stdout io.ReadCloser
+	base := childSpec{Mode: modeFanout, Target: name, StreamsPerConn: perConn, DrainTimeout: cfg.DrainTimeout}
+	for i, t := range e.tenants {
+		base.Tenants = append(base.Tenants, childTenant{Name: t.Name, Key: keys.KV(t.Name) + "tick", Addrs: tg.addrs(t), Expect: expect[i]})
 	}
-	var children []*child
-	defer func() {
-		for _, c := range children {
-			c.cmd.Process.Kill()
-			c.cmd.Wait()
-		}
-	}()
-	for p := 0; p < res.Processes; p++ {
-		n := cfg.Subscribers / res.Processes
-		if p < cfg.Subscribers%res.Processes {
-			n++
-		}
-		spec, _ := json.Marshal(childSpec{Target: cfg.Target, Addr: cfg.CacheAddr, Key: cfg.Key, Tenant: cfg.Tenant, Subscribers: n, Conns: max(1, cfg.Conns/res.Processes), Updates: cfg.Updates})
-		cmd := exec.CommandContext(ctx, self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), ChildEnv+"="+string(spec))
-		cmd.Stderr = os.Stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return res, err
-		}
-		if err := cmd.Start(); err != nil {
-			return res, err
-		}
-		children = append(children, &child{cmd: cmd, out: bufio.NewReader(stdout), stdout: stdout})
+	specs := splitSpecs(base, n, procs)
+	for _, s := range specs {
+		res.Conns += connsOf(s)
+		res.Expected += expectedOf(s)
 	}
-	for i, c := range children {
-		line, err := c.out.ReadString('\n')
-		if err != nil || strings.TrimSpace(line) != "ready" {
-			return res, fmt.Errorf("subscriber process %d: %q, %v", i, line, err)
-		}
+	if limit := raiseOpenFiles(); uint64(res.Conns)+1000 > limit {
+		return res, fmt.Errorf("bench: %d connections need more than this process's open-files limit of %d; use more streams per connection", res.Conns, limit)
 	}
-	runtime.GC()
-	var subscribed runtime.MemStats
-	runtime.ReadMemStats(&subscribed)
-	res.HeapBytesPerSubscriber = float64(int64(subscribed.HeapInuse)-int64(before.HeapInuse)) / float64(cfg.Subscribers)
-	res.EtcdWatchers = embeddedEtcdWatchers()
 
-	var ru0 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-	tick := time.NewTicker(cfg.Interval)
-	defer tick.Stop()
-	for u := 0; u < cfg.Warmup+cfg.Updates; u++ {
-		<-tick.C
-		value := strconv.FormatInt(time.Now().UnixNano(), 10)
+	mem0 := measureMemory()
+	// Generous: setting up 10,000 subscribers of a slow target takes a
+	// while on a shared machine, and the run itself is bounded.
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Minute+time.Duration(cfg.Warmup+cfg.Updates)*cfg.Interval+cfg.DrainTimeout)
+	defer cancel()
+	cs, err := startChildren(rctx, cfg.ChildArgs, specs)
+	if err != nil {
+		return res, err
+	}
+	defer cs.close()
+	if err := cs.expect("ready"); err != nil {
+		return res, err
+	}
+	mem1 := measureMemory()
+	res.ServerRSSPerSub = float64(mem1.rss-mem0.rss) / float64(n)
+	res.ServerHeapPerSub = float64(mem1.heap-mem0.heap) / float64(n)
+	res.EtcdWatchers = etcdWatchers() - e.baseWatchers
+
+	bar := startProgress(cfg.Progress, fmt.Sprintf("%s %s N=%d streams/conn=%d", scenario, name, n, perConn), cfg.Warmup+cfg.Updates)
+	cpu0 := cpuTime()
+	start := time.Now()
+	for u := range cfg.Warmup + cfg.Updates {
+		at := start.Add(time.Duration(u) * cfg.Interval)
+		select {
+		case <-rctx.Done():
+			bar.finish()
+			return res, rctx.Err()
+		case <-time.After(time.Until(at)):
+		}
+		var t meta.Tenant
+		var v string
 		if u < cfg.Warmup {
-			// Delivered like any other update, but not a number, so
-			// subscribers do not count it.
-			value = "warmup-" + value
+			t, v = e.tenants[u%len(e.tenants)], warmupValue(u)
+		} else {
+			// The value carries the intended send time, not the actual
+			// one: a writer that falls behind adds its delay to the
+			// latency instead of hiding it (coordinated omission).
+			t, v = e.tenants[sched[u-cfg.Warmup]], updateValue(int64(u), at)
 		}
-		if err := cfg.Put(ctx, value); err != nil {
-			return res, err
+		if err := tg.put(rctx, t, v); err != nil {
+			bar.finish()
+			return res, fmt.Errorf("bench: put: %w", err)
 		}
+		bar.step()
 	}
-	var all []time.Duration
-	for i, c := range children {
-		line, err := c.out.ReadString('\n')
-		if err != nil {
-			return res, fmt.Errorf("subscriber process %d: %w", i, err)
-		}
-		var out childResult
-		if err := json.Unmarshal([]byte(line), &out); err != nil {
-			return res, fmt.Errorf("subscriber process %d: %w", i, err)
-		}
-		if out.Error != "" {
-			return res, fmt.Errorf("subscriber process %d: %s", i, out.Error)
-		}
-		raw, _ := base64.StdEncoding.DecodeString(out.Latencies)
-		for j := 0; j+8 <= len(raw); j += 8 {
-			all = append(all, time.Duration(binary.LittleEndian.Uint64(raw[j:])))
-		}
-		res.Missing += out.Missing
+	bar.finish()
+	if err := cs.send("sent"); err != nil {
+		return res, err
 	}
-	var ru1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-	res.Delivered = int64(len(all))
-	if len(all) == 0 {
-		return res, fmt.Errorf("no update delivered")
+	results, err := cs.results()
+	serverCPU := cpuTime() - cpu0
+	if err != nil {
+		return res, err
 	}
-	s := summarize(all)
-	res.P50, res.P99, res.Max = s.P50, s.P99, s.Max
-	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
-	res.CPUMicrosPerEvent = float64(cpu.Microseconds()) / float64(res.Delivered)
-	if res.Missing > 0 {
-		return res, fmt.Errorf("%d of %d deliveries missing", res.Missing, cfg.Subscribers*cfg.Updates)
+	h1 := newHistogram()
+	var clientCPU time.Duration
+	var lastRecv int64
+	var incomplete, errs int
+	firstErr := ""
+	for _, r := range results {
+		if r.Hist != nil {
+			h1.Merge(hdrhistogram.Import(r.Hist))
+		}
+		res.Delivered += r.Delivered
+		res.Missing += r.Missing
+		res.Disorder += r.Disorder
+		res.Restarts += r.Restarts
+		incomplete += r.Incomplete
+		errs += r.Errors
+		if firstErr == "" {
+			firstErr = r.FirstErr
+		}
+		clientCPU += r.CPU
+		lastRecv = max(lastRecv, r.LastRecv)
+	}
+	res.Latency = summarizeHistogram(h1)
+	res.CDF = cdf(h1)
+	if res.Delivered > 0 {
+		first := start.Add(time.Duration(cfg.Warmup) * cfg.Interval)
+		if span := time.Unix(0, lastRecv).Sub(first); span > 0 {
+			res.EventsPerSec = float64(res.Delivered) / span.Seconds()
+		}
+		res.ServerCPUPerEvent = float64(serverCPU.Microseconds()) / float64(res.Delivered)
+		res.ClientCPUPerEvent = float64(clientCPU.Microseconds()) / float64(res.Delivered)
+	}
+	res.ClientCPUSeconds = clientCPU.Seconds()
+	switch {
+	case res.Missing > 0:
+		return res, fmt.Errorf("%d of %d deliveries missing: %d of %d subscribers did not get every update (%d subscriber errors; first: %s)",
+			res.Missing, res.Expected, incomplete, n, errs, firstErr)
+	case res.Disorder > 0:
+		return res, fmt.Errorf("%d updates delivered twice or out of order", res.Disorder)
 	}
 	return res, nil
 }
 
-// childResult is a subscriber process's answer: every counted latency, as
-// little-endian int64 nanoseconds in base64, and the deliveries it missed.
-type childResult struct {
-	Latencies string `json:"latencies"`
-	Missing   int64  `json:"missing"`
-	Error     string `json:"error,omitempty"`
+// connsOf is how many client connections a subscriber process opens,
+// and expectedOf how many deliveries it should see.
+func connsOf(s childSpec) int {
+	perAddr := map[string]int{}
+	for i := range s.Subscribers {
+		_, a := s.placement(i)
+		perAddr[a]++
+	}
+	conns := 0
+	for _, k := range perAddr {
+		conns += (k + s.StreamsPerConn - 1) / s.StreamsPerConn
+	}
+	return conns
 }
 
-// RunChild is a subscriber process: it opens the subscriptions its spec
-// names, prints "ready" once each holds its Reset, counts every update
-// whose value is a send time (warm-up updates are not), and prints a
-// childResult once every subscriber has its updates (or after a minute
-// without them).
-func RunChild(specJSON string, stdout io.Writer) int {
-	var spec childSpec
-	fail := func(err error) int {
-		b, _ := json.Marshal(childResult{Error: err.Error()})
-		fmt.Fprintf(stdout, "%s\n", b)
-		return 1
+func expectedOf(s childSpec) int64 {
+	var total int64
+	for i := range s.Subscribers {
+		t, _ := s.placement(i)
+		total += t.Expect
 	}
-	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
-		return fail(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	lat := make([][]time.Duration, spec.Subscribers)
-	var ready, counted sync.WaitGroup
-	var failed atomic.Value
-	// record counts one delivered value; it reports whether subscriber i
-	// has all its updates.
-	record := func(i int, value []byte) bool {
-		sent, err := strconv.ParseInt(string(value), 10, 64)
-		if err == nil {
-			lat[i] = append(lat[i], time.Since(time.Unix(0, sent)))
-		}
-		return len(lat[i]) >= spec.Updates
-	}
-	var subscribe func(i int, markReady func(error))
-	switch spec.Target {
-	case TargetEtcd, TargetGRPCProxy:
-		clis := make([]*clientv3.Client, spec.Conns)
-		for i := range clis {
-			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{spec.Addr}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
-			if err != nil {
-				return fail(err)
-			}
-			defer cli.Close()
-			clis[i] = cli
-		}
-		subscribe = func(i int, markReady func(error)) {
-			wch := clis[i%len(clis)].Watch(ctx, spec.Key, clientv3.WithCreatedNotify())
-			for wr := range wch {
-				if err := wr.Err(); err != nil {
-					markReady(err)
-					return
-				}
-				if wr.Created {
-					markReady(nil)
-				}
-				for _, ev := range wr.Events {
-					if record(i, ev.Kv.Value) {
-						return
-					}
-				}
-			}
-			markReady(fmt.Errorf("watch closed"))
-		}
-	default:
-		conns := make([]*grpc.ClientConn, spec.Conns)
-		for i := range conns {
-			cc, err := grpc.NewClient(spec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return fail(err)
-			}
-			defer cc.Close()
-			conns[i] = cc
-		}
-		subscribe = func(i int, markReady func(error)) {
-			st, err := confettipb.NewCacheClient(conns[i%len(conns)]).Subscribe(ctx)
-			if err == nil {
-				err = st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: spec.Tenant, Prefixes: []string{"kv/tick"}}}})
-			}
-			if err != nil {
-				markReady(err)
-				return
-			}
-			for {
-				m, err := st.Recv()
-				if err != nil {
-					markReady(err)
-					return
-				}
-				if r := m.GetReset_(); r != nil && r.Last {
-					markReady(nil)
-				}
-				for _, t := range m.GetEvents().GetTxns() {
-					for _, ev := range t.Events {
-						if record(i, ev.Kv.Value) {
-							return
-						}
-					}
-				}
-			}
-		}
-	}
-	for i := 0; i < spec.Subscribers; i++ {
-		ready.Add(1)
-		counted.Add(1)
-		go func() {
-			defer counted.Done()
-			var once sync.Once
-			subscribe(i, func(err error) {
-				once.Do(func() {
-					if err != nil {
-						failed.Store(err)
-					}
-					ready.Done()
-				})
-			})
-		}()
-	}
-	ready.Wait()
-	if err, ok := failed.Load().(error); ok {
-		return fail(err)
-	}
-	fmt.Fprintln(stdout, "ready")
-	done := make(chan struct{})
-	go func() { counted.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		cancel()
-		<-done
-	}
-	var out childResult
-	buf := make([]byte, 0, 8*spec.Subscribers*spec.Updates)
-	for _, l := range lat {
-		for _, d := range l {
-			buf = binary.LittleEndian.AppendUint64(buf, uint64(d))
-		}
-		out.Missing += int64(spec.Updates - len(l))
-	}
-	out.Latencies = base64.StdEncoding.EncodeToString(buf)
-	b, _ := json.Marshal(out)
-	fmt.Fprintf(stdout, "%s\n", b)
-	return 0
+	return total
 }
 
-// embeddedEtcdWatchers reads etcd's watcher gauge, which the etcd servers
-// embedded in this process share through the default Prometheus registry.
-func embeddedEtcdWatchers() int {
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		return -1
-	}
-	for _, f := range families {
-		if f.GetName() == "etcd_debugging_mvcc_watcher_total" {
-			total := 0.0
-			for _, m := range f.GetMetric() {
-				total += m.GetGauge().GetValue()
+// ratios fills each result's p99 ratio to floor and to etcd among the
+// results of the same scenario, N and multiplexing.
+func ratios(rs []FanoutResult) {
+	for i := range rs {
+		for _, b := range rs {
+			if b.Scenario != rs[i].Scenario || b.N != rs[i].N || b.StreamsPerConn != rs[i].StreamsPerConn || b.Latency.P99 == 0 || b.Error != "" {
+				continue
 			}
-			return int(total)
+			switch b.Target {
+			case TargetFloor:
+				rs[i].P99VsFloor = rs[i].Latency.P99 / b.Latency.P99
+			case TargetEtcd:
+				rs[i].P99VsEtcd = rs[i].Latency.P99 / b.Latency.P99
+			}
 		}
 	}
-	return -1
 }

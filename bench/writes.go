@@ -3,93 +3,273 @@ package bench
 import (
 	"context"
 	"fmt"
-	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/meta"
+	"github.com/confetti-io/confetti/shardproxy"
 )
 
-// Latencies summarizes one operation's latency samples.
-type Latencies struct {
-	N             int
-	P50, P99, Max time.Duration
+// The paths a write takes.
+const (
+	PathDirect = "direct"
+	PathProxy  = "proxy"
+	// PathUnaryFloor is a bare gRPC unary call on loopback with nothing
+	// behind it: the least any extra hop adds.
+	PathUnaryFloor = "grpc-floor"
+)
+
+// WritesResult is one kind of operation on one path.
+type WritesResult struct {
+	Shards int    `json:"shards"`
+	Op     string `json:"op"`
+	Path   string `json:"path"`
+	// Latency is of Ops operations sent one at a time.
+	Ops     int     `json:"ops"`
+	Latency Latency `json:"latency"`
+	// OpsPerSec is the throughput of Ops operations from Clients
+	// concurrent writers.
+	Clients   int     `json:"clients"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	// P50VsDirect and P99VsDirect compare the proxy with etcd itself.
+	P50VsDirect float64 `json:"p50_vs_direct,omitempty"`
+	P99VsDirect float64 `json:"p99_vs_direct,omitempty"`
+	ValueBytes  int     `json:"value_bytes"`
+	Error       string  `json:"error,omitempty"`
 }
 
-func summarize(d []time.Duration) Latencies {
-	slices.Sort(d)
-	at := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
-	return Latencies{N: len(d), P50: at(0.50), P99: at(0.99), Max: d[len(d)-1]}
-}
+// writeValueBytes is the size of every written value.
+const writeValueBytes = 256
 
-// ProxyVsDirect is the latency of the same operations on the same etcd
-// cluster, sent through the shard proxy and straight to etcd.
-type ProxyVsDirect struct {
-	Op             string
-	Direct, Proxy  Latencies
-	RatioP50       float64
-	RatioP99       float64
-	ValueBytes     int
-	SequentialReqs int
-}
+// writeOp is one operation of tenant, on one path.
+type writeOp func(ctx context.Context, tenant string) error
 
-func (r ProxyVsDirect) String() string {
-	return fmt.Sprintf("%-4s n=%d value=%dB  direct p50=%v p99=%v  proxy p50=%v p99=%v  proxy/direct p50=%.2f p99=%.2f",
-		r.Op, r.SequentialReqs, r.ValueBytes, r.Direct.P50, r.Direct.P99, r.Proxy.P50, r.Proxy.P99, r.RatioP50, r.RatioP99)
-}
-
-// CompareProxyWrites measures n puts and n gets of one key of tenant, one
-// at a time, alternating between the proxy (kv) and etcd itself (direct,
-// a client of the tenant's shard), so that both see the same machine
-// load. Direct writes are plain puts, what an application on etcd would
-// send; the proxy's are fenced transactions.
-func CompareProxyWrites(ctx context.Context, kv confettipb.KVClient, direct *clientv3.Client, tenant string, n, valueBytes int) ([]ProxyVsDirect, error) {
-	value := make([]byte, valueBytes)
+// runWrites measures put and transaction latency and throughput through
+// the shard proxy and straight to etcd, on shards shard clusters that
+// sync their log to disk as production etcd does. Tenants are spread over
+// every shard; operations go round robin over them.
+func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, error) {
+	names := make([]string, 3*shards)
+	for i := range names {
+		names[i] = fmt.Sprintf("w-%d", i)
+	}
+	cl, err := startCluster(ctx, shards, true, names)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.close()
+	// The proxy has shard clients of its own, as a proxy process would.
+	proxyClients := meta.NewClients(cl.store, nil)
+	defer proxyClients.Close()
+	p, err := shardproxy.New(cl.store, proxyClients, shardproxy.Config{TenantRPS: -1})
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	kv, stop, err := serveKV(p.Register)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	direct := map[string]*clientv3.Client{}
+	for _, t := range cl.tenants {
+		_, cli, err := cl.shardOf(t)
+		if err != nil {
+			return nil, err
+		}
+		direct[t.Name] = cli
+	}
+	value := make([]byte, writeValueBytes)
 	for i := range value {
 		value[i] = 'a' + byte(i%26)
 	}
-	physical := keys.KV(tenant) + "bench/direct"
-	// Warm both paths (connections, routing, the lease-free write path).
-	for i := 0; i < 50; i++ {
-		if _, err := kv.Put(ctx, &confettipb.PutRequest{Tenant: tenant, Key: "bench/proxy", Value: value}); err != nil {
-			return nil, err
-		}
-		if _, err := direct.Put(ctx, physical, string(value)); err != nil {
-			return nil, err
-		}
+	ops := map[string]map[string]writeOp{
+		"put": {
+			PathDirect: func(ctx context.Context, t string) error {
+				_, err := direct[t].Put(ctx, keys.KV(t)+"direct/k", string(value))
+				return err
+			},
+			PathProxy: func(ctx context.Context, t string) error {
+				_, err := kv.Put(ctx, &confettipb.PutRequest{Tenant: t, Key: "proxy/k", Value: value})
+				return err
+			},
+		},
+		// A transaction as configuration writers send them: a compare on
+		// one key, two puts.
+		"txn": {
+			PathDirect: func(ctx context.Context, t string) error {
+				k := keys.KV(t) + "direct/"
+				_, err := direct[t].Txn(ctx).If(clientv3.Compare(clientv3.Version(k+"a"), ">", -1)).
+					Then(clientv3.OpPut(k+"a", string(value)), clientv3.OpPut(k+"b", string(value))).Commit()
+				return err
+			},
+			PathProxy: func(ctx context.Context, t string) error {
+				put := func(k string) *confettipb.RequestOp {
+					return &confettipb.RequestOp{Request: &confettipb.RequestOp_Put{Put: &confettipb.PutRequest{Key: k, Value: value}}}
+				}
+				_, err := kv.Txn(ctx, &confettipb.TxnRequest{
+					Tenant:  t,
+					Compare: []*confettipb.Compare{{Result: confettipb.Compare_GREATER, Target: confettipb.Compare_VERSION, Key: "proxy/a", TargetUnion: &confettipb.Compare_Version{Version: -1}}},
+					Success: []*confettipb.RequestOp{put("proxy/a"), put("proxy/b")},
+				})
+				return err
+			},
+		},
 	}
-	var out []ProxyVsDirect
-	for _, op := range []string{"put", "get"} {
-		dd, pd := make([]time.Duration, 0, n), make([]time.Duration, 0, n)
-		for i := 0; i < n; i++ {
-			start := time.Now()
-			var err error
-			if op == "put" {
-				_, err = direct.Put(ctx, physical, string(value))
-			} else {
-				_, err = direct.Get(ctx, physical)
-			}
-			if err != nil {
-				return nil, err
-			}
-			dd = append(dd, time.Since(start))
-			start = time.Now()
-			if op == "put" {
-				_, err = kv.Put(ctx, &confettipb.PutRequest{Tenant: tenant, Key: "bench/proxy", Value: value})
-			} else {
-				_, err = kv.Range(ctx, &confettipb.RangeRequest{Tenant: tenant, Key: "bench/proxy"})
-			}
-			if err != nil {
-				return nil, err
-			}
-			pd = append(pd, time.Since(start))
+	var out []WritesResult
+	for _, op := range []string{"put", "txn"} {
+		rs, err := h.compareWrites(ctx, names, op, ops[op])
+		for i := range rs {
+			rs[i].Shards = shards
 		}
-		r := ProxyVsDirect{Op: op, Direct: summarize(dd), Proxy: summarize(pd), ValueBytes: valueBytes, SequentialReqs: n}
-		r.RatioP50 = float64(r.Proxy.P50) / float64(r.Direct.P50)
-		r.RatioP99 = float64(r.Proxy.P99) / float64(r.Direct.P99)
-		out = append(out, r)
+		out = append(out, rs...)
+		if err != nil {
+			return out, err
+		}
 	}
 	return out, nil
+}
+
+// compareWrites times n operations one at a time, alternating between
+// the paths so that both see the same machine load, then the throughput
+// of each path with concurrent writers.
+func (h *harness) compareWrites(ctx context.Context, tenants []string, op string, paths map[string]writeOp) ([]WritesResult, error) {
+	n := h.cfg.WriteOps
+	order := []string{PathDirect, PathProxy}
+	// Warm both paths: connections, routing, etcd's first writes.
+	for i := range 50 {
+		for _, p := range order {
+			if err := paths[p](ctx, tenants[i%len(tenants)]); err != nil {
+				return nil, fmt.Errorf("bench: %s %s: %w", op, p, err)
+			}
+		}
+	}
+	bar := startProgress(h.cfg.Progress, "writes "+op, 2*n)
+	took := map[string][]time.Duration{}
+	for i := range n {
+		for _, p := range order {
+			start := time.Now()
+			if err := paths[p](ctx, tenants[i%len(tenants)]); err != nil {
+				bar.finish()
+				return nil, fmt.Errorf("bench: %s %s: %w", op, p, err)
+			}
+			took[p] = append(took[p], time.Since(start))
+		}
+		bar.step()
+	}
+	out := make([]WritesResult, len(order))
+	for j, p := range order {
+		out[j] = WritesResult{Op: op, Path: p, Ops: n, Clients: h.cfg.WriteClients, ValueBytes: writeValueBytes}
+		out[j].Latency, _ = summarizeDurations(took[p])
+		rate, err := throughput(ctx, n, h.cfg.WriteClients, func(ctx context.Context, i int) error {
+			return paths[p](ctx, tenants[i%len(tenants)])
+		}, bar)
+		if err != nil {
+			bar.finish()
+			return out, fmt.Errorf("bench: %s %s: %w", op, p, err)
+		}
+		out[j].OpsPerSec = rate
+	}
+	bar.finish()
+	d, p := out[0].Latency, &out[1]
+	if d.P50 > 0 && d.P99 > 0 {
+		p.P50VsDirect, p.P99VsDirect = p.Latency.P50/d.P50, p.Latency.P99/d.P99
+	}
+	return out, nil
+}
+
+// throughput runs n calls of do from clients goroutines and returns the
+// calls per second.
+func throughput(ctx context.Context, n, clients int, do func(ctx context.Context, i int) error, bar *progress) (float64, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := do(ctx, i); err != nil {
+					errs <- err
+					return
+				}
+				if i%2 == 0 {
+					bar.step()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// echoKV answers Range at once, with no store behind it.
+type echoKV struct {
+	confettipb.UnimplementedKVServer
+}
+
+func (echoKV) Range(context.Context, *confettipb.RangeRequest) (*confettipb.RangeResponse, error) {
+	return &confettipb.RangeResponse{}, nil
+}
+
+// runUnaryFloor measures a bare gRPC unary call, served as the proxy is
+// served, with nothing behind it.
+func (h *harness) runUnaryFloor(ctx context.Context) (WritesResult, error) {
+	res := WritesResult{Op: "unary", Path: PathUnaryFloor, Ops: h.cfg.WriteOps, Clients: h.cfg.WriteClients}
+	kv, stop, err := serveKV(func(s *grpc.Server) { confettipb.RegisterKVServer(s, echoKV{}) })
+	if err != nil {
+		return res, err
+	}
+	defer stop()
+	call := func(ctx context.Context, _ int) error {
+		_, err := kv.Range(ctx, &confettipb.RangeRequest{Tenant: "bench", Key: "k"})
+		return err
+	}
+	for range 200 {
+		if err := call(ctx, 0); err != nil {
+			return res, err
+		}
+	}
+	took := make([]time.Duration, 0, res.Ops)
+	for range res.Ops {
+		start := time.Now()
+		if err := call(ctx, 0); err != nil {
+			return res, err
+		}
+		took = append(took, time.Since(start))
+	}
+	res.Latency, _ = summarizeDurations(took)
+	res.OpsPerSec, err = throughput(ctx, res.Ops, res.Clients, call, nil)
+	return res, err
+}
+
+// serveKV serves what register registers and returns a KV client of it,
+// and a function that closes the client and stops the server.
+func serveKV(register func(*grpc.Server)) (confettipb.KVClient, func(), error) {
+	srv, err := startServer(register, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		srv.stop()
+		return nil, nil, err
+	}
+	return confettipb.NewKVClient(conn), func() { conn.Close(); srv.stop() }, nil
 }

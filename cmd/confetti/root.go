@@ -103,6 +103,7 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newDemoBackendCommand(a),
 		newItemCommand(a),
 		newReleaseCommand(a),
+		newBenchCommand(a),
 	)
 	return root
 }

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/confetti-io/confetti/bench"
+)
+
+func newBenchCommand(a *app) *cobra.Command {
+	var cfg bench.Config
+	cmd := &cobra.Command{
+		Use:   "bench [scenario...]",
+		Short: "Benchmark Confetti against etcd, etcd's grpc-proxy and the transport floor on this machine",
+		Long: `Run the benchmark scenarios (all of them when none is named) on embedded
+etcd in this process, with subscribers in child processes, and write
+results.json, results.md and PNG plots to --out.
+
+  fanout   one writer, N subscribers, through each target: floor (bare gRPC
+           fan-out, no store), confetti (cache nodes), etcd (watchers on
+           etcd), grpcproxy (watchers through etcd's grpc-proxy)
+  scale    the fan-out at N up to 50,000 (confetti by default), subscribers
+           over several processes and 127.0.0.x source addresses
+  resume   N subscribers on cache node 1, node 1 stopped: time until all
+           resumed on node 2, and how many needed a Reset
+  writes   put and transaction latency and throughput through the shard
+           proxy against etcd itself, on 1 and 3 shards
+
+A run where a subscriber misses an update fails, and the command exits
+non-zero after writing what it measured. --quick runs everything small
+and short (under a minute) to check the harness end to end.`,
+		Example: `  confetti bench --quick --out /tmp/bench
+  confetti bench fanout --n 1000,10000 --streams-per-conn 100,1
+  confetti bench scale --n 50000 --targets confetti
+  confetti bench resume --n 10000
+  confetti bench writes --write-ops 5000`,
+		ValidArgs: bench.Scenarios,
+		Args:      cobra.OnlyValidArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Scenarios = args
+			if cfg.Out == "" {
+				cfg.Out = filepath.Join("bench", "results", time.Now().Format("2006-01-02"))
+			}
+			cfg.ChildArgs = []string{"bench", "child"}
+			cfg.Log, cfg.Progress = a.out, a.errOut
+			cfg.CommandLine = strings.Join(append([]string{"confetti"}, os.Args[1:]...), " ")
+			_, err := bench.Run(cmd.Context(), cfg)
+			return err
+		},
+	}
+	fs := cmd.Flags()
+	fs.BoolVar(&cfg.Quick, "quick", false, "run every scenario small and short, to check the harness works (CI)")
+	fs.IntSliceVar(&cfg.N, "n", nil, "subscriber counts, comma separated (default: fanout 1000,10000; scale 50000; resume 10000)")
+	fs.StringSliceVar(&cfg.Targets, "targets", nil, "fan-out targets: floor, confetti, etcd, grpcproxy (default: all for fanout, confetti for scale)")
+	fs.IntSliceVar(&cfg.StreamsPerConn, "streams-per-conn", nil, "subscriptions per client connection, one run per value; 1 is a connection per subscriber (default: fanout 100,1; scale and resume 100)")
+	fs.DurationVar(&cfg.Interval, "interval", 0, "time between updates (default 1s; quick 100ms)")
+	fs.IntVar(&cfg.Updates, "updates", 0, "measured updates per run (default 20; quick 5)")
+	fs.IntVar(&cfg.Warmup, "warmup", 0, "updates sent first and not measured (default 3; quick 2)")
+	fs.IntVar(&cfg.Tenants, "tenants", 0, "tenants the writer spreads updates over; subscriber i follows tenant i mod K (default 1)")
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the tenant each update goes to; every target gets the same sequence (default 1)")
+	fs.IntVar(&cfg.Procs, "procs", 0, "subscriber processes per run (default: one per 10,000 subscribers)")
+	fs.IntVar(&cfg.CacheNodes, "cache-nodes", 0, "cache nodes the confetti subscribers are spread over (default 1; resume uses 2)")
+	fs.IntVar(&cfg.Shards, "shards", 0, "etcd shard clusters of fanout, scale and resume (default 1; writes measures 1 and 3)")
+	fs.IntVar(&cfg.WriteOps, "write-ops", 0, "operations of each kind the writes scenario times (default 2000; quick 200)")
+	fs.IntVar(&cfg.WriteClients, "write-clients", 0, "concurrent writers of the writes throughput runs (default 16)")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long subscribers may take to get every update after the last one is sent (default 1m; quick 20s)")
+	fs.StringVar(&cfg.Out, "out", "", "directory for results.json, results.md and the plots (default bench/results/<YYYY-MM-DD>)")
+	cmd.AddCommand(&cobra.Command{
+		Use:    "child",
+		Short:  "A subscriber process of a benchmark run (started by confetti bench)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if bench.RunChild(os.Stdin, a.out) != 0 {
+				return errors.New("subscriber process failed")
+			}
+			return nil
+		},
+	})
+	return cmd
+}
