@@ -80,6 +80,7 @@ type subscriber struct {
 	events  []*confettipb.Event
 	seen    map[string]bool // key@mod_revision of every PUT applied
 	err     error
+	msgs    int // messages received
 	// items holds the ItemRef of every config item held.
 	items        map[string]*confettipb.ItemRef
 	pendingItems map[string]*confettipb.ItemRef
@@ -141,6 +142,7 @@ func (s *subscriber) fail(format string, args ...any) {
 func (s *subscriber) apply(m *confettipb.SubscribeResponse) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.msgs++
 	switch r := m.Response.(type) {
 	case *confettipb.SubscribeResponse_Reset_:
 		if s.pending == nil {
@@ -518,4 +520,37 @@ func TestLinearizableRangeSeesAcknowledgedWrite(t *testing.T) {
 	if err != nil || resp.Count != 1 || len(resp.Kvs) != 0 {
 		t.Fatalf("count only: %v, %v", resp, err)
 	}
+}
+
+func TestResumeWithNothingNewIsAnsweredAtOnce(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	put(t, f.shardOf(t, "acme"), "acme", "kv/a", "1")
+	// Bookmarks are far apart, so only the resume itself can answer.
+	n := startNode(t, f.tc, "n1", Config{ProgressInterval: 10 * time.Second})
+	s := subscribe(t, n, "acme", []string{"kv/"}, "")
+	testcluster.WaitFor(t, "the Reset", func() bool { _, _, resets, _ := s.snapshot(); return resets == 1 })
+	_, token, _, _ := s.snapshot()
+	s.close()
+	r := subscribe(t, n, "acme", []string{"kv/"}, token)
+	testcluster.WaitFor(t, "an answer to the resume", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.msgs > 0
+	})
+	st, got, resets, err := r.snapshot()
+	if err != nil || resets != 0 || len(st) != 0 || got == "" {
+		t.Fatalf("resume answered with resets %d, state %v, token %q, err %v; want a bookmark", resets, st, got, err)
+	}
+	if rev, _ := TokenRevision(got); rev < mustRevision(t, token) {
+		t.Fatalf("the bookmark went back from %d to %d", mustRevision(t, token), rev)
+	}
+}
+
+func mustRevision(t *testing.T, token string) int64 {
+	t.Helper()
+	rev, err := TokenRevision(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
 }

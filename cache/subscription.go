@@ -244,6 +244,7 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 			s.rollout.reset(v)
 		}
 	}
+	sent := false
 	if from >= 0 {
 		for {
 			r, ok := s.shard.read(s.viewer(s.view), from, s.c.cfg.EventsBatchBytes)
@@ -258,7 +259,7 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 			if err := s.sendEvents(r); err != nil {
 				return nil, err
 			}
-			from = r.seen
+			sent, from = true, r.seen
 		}
 	}
 	s.shard.mu.Lock()
@@ -267,8 +268,13 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 		s.setView(r.view)
 		g := s.shard.attachLocked(s, m)
 		s.shard.mu.Unlock()
-		if len(r.txns) > 0 {
+		switch {
+		case len(r.txns) > 0:
 			return g, s.sendEvents(r)
+		case token != nil && !sent:
+			// A resume with nothing new still answers at once, so that
+			// the client knows its token was accepted.
+			return g, s.progress(r.seen)
 		}
 		return g, nil
 	}
@@ -281,6 +287,17 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 		reason = "history"
 	}
 	return g, s.reset(reason, tr, items, rev)
+}
+
+// progress sends a bookmark at rev.
+func (s *subscription) progress(rev int64) error {
+	if err := s.send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{
+		Progress: &confettipb.Progress{Token: s.tokenFor(rev, s.view)},
+	}}); err != nil {
+		return err
+	}
+	s.sentRev = rev
+	return nil
 }
 
 // viewer is the subscription as a reader of history holding v.
