@@ -41,6 +41,10 @@ const (
 	// resumed stream started (Reset or Events) and when the subscriber had
 	// the last update.
 	modeResume = "resume"
+	// modeRelease subscribes each subscriber as gateway gw-<n> to the
+	// spec's item and the plain key, and records when it got the plain
+	// update and, when the gray selects it, the gray's version.
+	modeRelease = "release"
 )
 
 // childSpec is what a subscriber process is told, as one JSON line on its
@@ -62,6 +66,11 @@ type childSpec struct {
 	// DrainTimeout is how long, after the harness says it sent the last
 	// update, subscribers may take to receive everything.
 	DrainTimeout time.Duration `json:"drain_timeout"`
+	// Item, GrayBasisPoints and GrayVersion are the release scenario's
+	// item and the gray it waits for.
+	Item            string `json:"item,omitempty"`
+	GrayBasisPoints int32  `json:"gray_basis_points,omitempty"`
+	GrayVersion     int64  `json:"gray_version,omitempty"`
 }
 
 // childTenant is one tenant as its subscribers see it.
@@ -191,6 +200,8 @@ type subscriber struct {
 	lastRecv int64
 	ready    bool
 	marked   bool
+	// affected is set on a release-scenario subscriber the gray selects.
+	affected bool
 }
 
 func newChild(spec childSpec, out io.Writer) *child {
@@ -232,6 +243,11 @@ func (c *child) run(in *bufio.Reader) int {
 	c.marked.Add(n)
 	c.pending.Store(int64(n))
 	for i := range c.subs {
+		if c.spec.Mode == modeRelease {
+			// Complete before its stream ends: it marks itself done.
+			go c.subscribeRelease(i)
+			continue
+		}
 		go func() {
 			defer c.done.Done()
 			if c.spec.Target == TargetEtcd || c.spec.Target == TargetGRPCProxy {
@@ -250,7 +266,7 @@ func (c *child) run(in *bufio.Reader) int {
 	}
 	fmt.Fprintln(c.out, "ready")
 	cpu0 := cpuTime()
-	if c.spec.Mode == modeResume {
+	if c.spec.Mode == modeResume || c.spec.Mode == modeRelease {
 		go func() {
 			c.marked.Wait()
 			fmt.Fprintln(c.out, "mark")
@@ -307,6 +323,14 @@ func (c *child) collect() childResult {
 		res.Disorder += s.disorder
 		res.Restarts += s.restarts
 		switch c.spec.Mode {
+		case modeRelease:
+			res.Done = append(res.Done, s.doneAt)
+			if s.got == 0 {
+				res.Missing++
+			}
+			if s.affected && s.doneAt == 0 {
+				res.Incomplete++
+			}
 		case modeResume:
 			res.Done = append(res.Done, s.doneAt)
 			if s.doneAt == 0 {

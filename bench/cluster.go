@@ -165,6 +165,8 @@ func (s *server) stop() {
 type cacheNode struct {
 	cache   *cache.Cache
 	clients *meta.Clients
+	// reg holds the node's metrics.
+	reg *prometheus.Registry
 	*server
 }
 
@@ -174,12 +176,13 @@ type cacheNode struct {
 // their shard watches alone.
 func (c *cluster) startCacheNode(ctx context.Context, name string) (*cacheNode, error) {
 	clients := meta.NewClients(c.store, nil)
-	cn, err := cache.New(c.store, clients, cache.Config{NodeName: name, Logger: zap.NewNop()})
+	reg := prometheus.NewRegistry()
+	cn, err := cache.New(c.store, clients, cache.Config{NodeName: name, Logger: zap.NewNop(), Registerer: reg})
 	if err != nil {
 		clients.Close()
 		return nil, err
 	}
-	n := &cacheNode{cache: cn, clients: clients}
+	n := &cacheNode{cache: cn, clients: clients, reg: reg}
 	if n.server, err = startServer(cn.Register, cn.Close); err != nil {
 		n.cache.Close()
 		clients.Close()

@@ -14,10 +14,13 @@ const (
 	ScenarioScale  = "scale"
 	ScenarioResume = "resume"
 	ScenarioWrites = "writes"
+	// ScenarioRelease grays an item's next version to half of N gateways
+	// and compares it with a plain key update of the same size.
+	ScenarioRelease = "release"
 )
 
 // Scenarios lists every scenario Run knows, in the order it runs them.
-var Scenarios = []string{ScenarioFanout, ScenarioScale, ScenarioResume, ScenarioWrites}
+var Scenarios = []string{ScenarioFanout, ScenarioScale, ScenarioResume, ScenarioRelease, ScenarioWrites}
 
 // The fan-out targets.
 const (
@@ -38,9 +41,9 @@ type Config struct {
 	// Quick runs every scenario small and short (CI's check that the
 	// harness works end to end); explicit settings below still win.
 	Quick bool
-	// N is the subscriber counts of the fanout, scale and resume scenarios.
-	// Empty means 1000,10000 for fanout, 50000 for scale and 10000 for
-	// resume (quick: 200, 400 and 200).
+	// N is the subscriber counts of the fanout, scale, resume and release
+	// scenarios. Empty means 1000,10000 for fanout, 50000 for scale and
+	// 10000 for resume and release (quick: 200, 400, 200 and 200).
 	N []int
 	// Targets of the fanout and scale scenarios. Empty means all four for
 	// fanout and confetti alone for scale.
@@ -85,6 +88,9 @@ type Config struct {
 	// WriteClients is the concurrent writers of the throughput runs; zero
 	// means 16.
 	WriteClients int
+	// ContentBytes is the size of the release scenario's item versions
+	// and of its plain update; zero means 1024.
+	ContentBytes int
 	// DrainTimeout is how long subscribers may take, after the last
 	// update, to receive everything; zero means 60s (quick: 20s).
 	DrainTimeout time.Duration
@@ -147,6 +153,7 @@ func (c Config) withDefaults() (Config, error) {
 	pick(&c.Shards, 1, 1)
 	pick(&c.WriteOps, 2000, 200)
 	pick(&c.WriteClients, 16, 16)
+	pick(&c.ContentBytes, 1024, 1024)
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -158,7 +165,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Interval < 0 || c.DrainTimeout < 0:
 		return c, errors.New("bench: interval and drain timeout must be positive")
 	case c.Updates < 1 || c.Warmup < 0 || c.Tenants < 1 || c.Procs < 0 || c.SubscribersPerProc < 1 ||
-		c.CacheNodes < 1 || c.Shards < 1 || c.WriteOps < 1 || c.WriteClients < 1:
+		c.CacheNodes < 1 || c.Shards < 1 || c.WriteOps < 1 || c.WriteClients < 1 || c.ContentBytes < 1:
 		return c, errors.New("bench: updates, tenants, cache nodes, shards, write ops and clients must be at least 1; warm-up and procs at least 0")
 	}
 	for _, n := range c.N {
@@ -205,7 +212,7 @@ func (c Config) runsOf(scenario string) (ns []int, targets []string, perConn []i
 		if perConn == nil {
 			perConn = []int{100}
 		}
-	case ScenarioResume:
+	case ScenarioResume, ScenarioRelease:
 		if ns == nil {
 			ns = []int{10000}
 			if c.Quick {

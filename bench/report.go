@@ -66,6 +66,17 @@ func Markdown(r *Results) string {
 	}
 	table(&b, "Resume storm", "rrrrrrrrrr", []string{"N", "streams/conn", "procs", "node 1 stop", "all resumed", "resume p50", "resume p99", "replayed", "reset", "incomplete"}, rows)
 	rows = nil
+	for _, x := range r.Release {
+		rows = append(rows, []string{
+			count(int64(x.N)), strconv.Itoa(x.StreamsPerConn), byteSize(float64(x.ContentBytes)),
+			ms(x.Plain.P50), ms(x.Plain.P99), ms(x.Plain.Max), byteSize(x.PlainBytesPerSub),
+			count(int64(x.Affected)), ms(x.Gray.P50), ms(x.Gray.P99), ms(x.Gray.Max), byteSize(x.GrayBytesPerAffected),
+			count(x.Missing + int64(x.Incomplete)),
+		})
+	}
+	table(&b, "Release: gray to 50% against a plain update of the same size", "rrrrrrrrrrrrr", []string{"N", "streams/conn", "size",
+		"plain p50", "plain p99", "plain last", "plain bytes/sub", "affected", "gray p50", "gray p99", "gray last", "gray bytes/affected", "missing"}, rows)
+	rows = nil
 	for _, w := range r.Writes {
 		rows = append(rows, []string{
 			shardsOf(w), w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.P999), ms(w.Latency.Max),
@@ -119,6 +130,12 @@ func fanoutLine(f FanoutResult) string {
 func resumeLine(x ResumeResult) string {
 	return fmt.Sprintf("resume N=%d streams/conn=%d  stop=%s all resumed=%s p50=%s p99=%s  replayed=%d reset=%d incomplete=%d",
 		x.N, x.StreamsPerConn, ms(x.StopMs), ms(x.AllResumedMs), ms(x.Resume.P50), ms(x.Resume.P99), x.Replays, x.Resets, x.Incomplete)
+}
+
+func releaseLine(x ReleaseResult) string {
+	return fmt.Sprintf("release N=%d streams/conn=%d size=%d  plain p99=%s last=%s bytes/sub=%s  gray affected=%d p99=%s last=%s bytes/affected=%s  missing=%d incomplete=%d",
+		x.N, x.StreamsPerConn, x.ContentBytes, ms(x.Plain.P99), ms(x.Plain.Max), byteSize(x.PlainBytesPerSub),
+		x.Affected, ms(x.Gray.P99), ms(x.Gray.Max), byteSize(x.GrayBytesPerAffected), x.Missing, x.Incomplete)
 }
 
 func writesLine(w WritesResult) string {

@@ -19,10 +19,11 @@ type Results struct {
 	Machine     Machine  `json:"machine"`
 	Settings    Settings `json:"settings"`
 	// Fanout holds the runs of the fanout and scale scenarios.
-	Fanout   []FanoutResult `json:"fanout,omitempty"`
-	Resume   []ResumeResult `json:"resume,omitempty"`
-	Writes   []WritesResult `json:"writes,omitempty"`
-	Failures []string       `json:"failures,omitempty"`
+	Fanout   []FanoutResult  `json:"fanout,omitempty"`
+	Resume   []ResumeResult  `json:"resume,omitempty"`
+	Release  []ReleaseResult `json:"release,omitempty"`
+	Writes   []WritesResult  `json:"writes,omitempty"`
+	Failures []string        `json:"failures,omitempty"`
 	// Plots are the PNG files written next to results.json.
 	Plots   []string `json:"plots,omitempty"`
 	Seconds float64  `json:"seconds"`
@@ -103,7 +104,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 func (h *harness) run(ctx context.Context) error {
 	want := func(s string) bool { return slices.Contains(h.cfg.Scenarios, s) }
-	if want(ScenarioFanout) || want(ScenarioScale) || want(ScenarioResume) {
+	if want(ScenarioFanout) || want(ScenarioScale) || want(ScenarioResume) || want(ScenarioRelease) {
 		e, err := startFanoutEnv(ctx, h.cfg)
 		if err != nil {
 			return fmt.Errorf("bench: start etcd: %w", err)
@@ -116,6 +117,9 @@ func (h *harness) run(ctx context.Context) error {
 		}
 		if want(ScenarioResume) {
 			h.resumeScenario(ctx, e)
+		}
+		if want(ScenarioRelease) {
+			h.releaseScenario(ctx, e)
 		}
 		e.close()
 	}
@@ -159,6 +163,23 @@ func (h *harness) resumeScenario(ctx context.Context, e *fanoutEnv) {
 			}
 			h.res.Resume = append(h.res.Resume, r)
 			h.logf("%s", resumeLine(r))
+		}
+	}
+}
+
+func (h *harness) releaseScenario(ctx context.Context, e *fanoutEnv) {
+	ns, _, perConns := h.cfg.runsOf(ScenarioRelease)
+	for _, perConn := range perConns {
+		for _, n := range ns {
+			if ctx.Err() != nil {
+				return
+			}
+			r, err := h.runRelease(ctx, e, n, perConn)
+			if err != nil {
+				r.Error = h.failed(fmt.Sprintf("release N=%d streams/conn=%d", n, perConn), err)
+			}
+			h.res.Release = append(h.res.Release, r)
+			h.logf("%s", releaseLine(r))
 		}
 	}
 }

@@ -66,6 +66,7 @@ and short (under a minute) to check the harness end to end.`,
 	fs.IntVar(&cfg.Procs, "procs", 0, "subscriber processes per run (default: one per 10,000 subscribers)")
 	fs.IntVar(&cfg.CacheNodes, "cache-nodes", 0, "cache nodes the confetti subscribers are spread over (default 1; resume uses 2)")
 	fs.IntVar(&cfg.Shards, "shards", 0, "etcd shard clusters of fanout, scale and resume (default 1; writes measures 1 and 3)")
+	fs.IntVar(&cfg.ContentBytes, "content-bytes", 0, "size of the release scenario's item versions and plain update (default 1024)")
 	fs.IntVar(&cfg.WriteOps, "write-ops", 0, "operations of each kind the writes scenario times (default 2000; quick 200)")
 	fs.IntVar(&cfg.WriteClients, "write-clients", 0, "concurrent writers of the writes throughput runs (default 16)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long subscribers may take to get every update after the last one is sent (default 1m; quick 20s)")
