@@ -87,6 +87,15 @@ func kept(rel string) bool {
 	return ok
 }
 
+// stored is what a tenant's tree keeps of a key: an item's version
+// without its content, which the item index holds once.
+func stored(rel string, kv *confettipb.KeyValue) *confettipb.KeyValue {
+	if _, v, _, ok := cfgKey(rel); !ok || v == 0 {
+		return kv
+	}
+	return &confettipb.KeyValue{Key: kv.Key, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+}
+
 // itemIndex is the config items of a shard's tenants.
 type itemIndex map[string]map[string]*itemState
 

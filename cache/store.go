@@ -88,9 +88,9 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 			t = btree.NewG(32, lessEntry)
 			next[tenant] = t
 		}
-		e := entry{key: rel, kv: toKV(rel, kv)}
-		t.ReplaceOrInsert(e)
-		nextItems.apply(tenant, rel, e.kv)
+		full := toKV(rel, kv)
+		t.ReplaceOrInsert(entry{key: rel, kv: stored(rel, full)})
+		nextItems.apply(tenant, rel, full)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -234,7 +234,7 @@ func (s *shardState) Apply(txns []SourceTxn) {
 					tr = btree.NewG(32, lessEntry)
 					s.tenants[tenant] = tr
 				}
-				tr.ReplaceOrInsert(entry{key: rel, kv: e.Kv})
+				tr.ReplaceOrInsert(entry{key: rel, kv: stored(rel, e.Kv)})
 				ch = s.items.apply(tenant, rel, e.Kv)
 			}
 			t.add(tenant, e, ch)
