@@ -379,8 +379,10 @@ func (s *Server) refreshHealth() {
 			s.lg.Info("not ready", zap.Error(err))
 		}
 	}
-	s.health.SetServingStatus("", st)
+	// The services first, the server as a whole last: a client that saw
+	// the overall status change finds every service already changed.
 	for name := range s.grpc.GetServiceInfo() {
 		s.health.SetServingStatus(name, st)
 	}
+	s.health.SetServingStatus("", st)
 }
