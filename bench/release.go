@@ -79,13 +79,13 @@ func (h *harness) runRelease(ctx context.Context, e *fanoutEnv, n, perConn int) 
 		content := []byte(fmt.Sprintf(`{"version":%d,"pad":"%s"}`, v, strings.Repeat("x", max(0, size-30))))
 		sum := sha256.Sum256(content)
 		b, _ := proto.Marshal(&confettipb.ItemVersion{Tenant: t.Name, Item: releaseItem, Version: v, Content: content, ContentHash: hex.EncodeToString(sum[:]), CreateTime: time.Now().Unix()})
-		if _, err := cli.Put(ctx, keys.Tenant(t.Name)+fmt.Sprintf("cfg/%s/v/%020d", releaseItem, v), string(b)); err != nil {
+		if _, err := cli.Put(ctx, keys.ItemVersion(t.Name, releaseItem, v), string(b)); err != nil {
 			return res, err
 		}
 	}
 	putRelease := func(r *confettipb.Release) error {
 		b, _ := proto.Marshal(r)
-		_, err := cli.Put(ctx, keys.Tenant(t.Name)+"cfg/"+releaseItem+"/release", string(b))
+		_, err := cli.Put(ctx, keys.ItemRelease(t.Name, releaseItem), string(b))
 		return err
 	}
 	if err := putRelease(&confettipb.Release{Tenant: t.Name, Item: releaseItem, Stable: 1}); err != nil {

@@ -109,7 +109,7 @@ func TestCompactionUnderLoadNeverReachesSubscribers(t *testing.T) {
 					rel.Grays = append(rel.Grays, &confettipb.Gray{Id: "pct", Version: 1 + int64(rng.IntN(3)), Priority: 1, Rule: &confettipb.Rule{Rule: &confettipb.Rule_BasisPoints{BasisPoints: int32(rng.IntN(10001))}}})
 				}
 				b, _ := proto.Marshal(rel)
-				resp, err := cli.Put(wctx, keys.Tenant("acme")+"cfg/"+item+"/release", string(b))
+				resp, err := cli.Put(wctx, keys.ItemRelease("acme", item), string(b))
 				if err != nil {
 					writeErr = err
 					return

@@ -25,7 +25,7 @@ func publishVersion(t *testing.T, cli *clientv3.Client, tenant, item string, ver
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(context.Background(), fmt.Sprintf("%scfg/%s/v/%020d", keys.Tenant(tenant), item, version), string(b)); err != nil {
+	if _, err := cli.Put(context.Background(), keys.ItemVersion(tenant, item, version), string(b)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -38,7 +38,7 @@ func setRelease(t *testing.T, cli *clientv3.Client, tenant, item string, rel *co
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := cli.Put(context.Background(), fmt.Sprintf("%scfg/%s/release", keys.Tenant(tenant), item), string(b))
+	resp, err := cli.Put(context.Background(), keys.ItemRelease(tenant, item), string(b))
 	if err != nil {
 		t.Fatal(err)
 	}

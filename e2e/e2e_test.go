@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/confetti-io/confetti/api/confettipb"
@@ -28,11 +29,20 @@ import (
 // returns a connection to it.
 func serve(t *testing.T, register func(*grpc.Server)) (*grpc.ClientConn, func()) {
 	t.Helper()
+	conn, _, stop := serveAt(t, register)
+	return conn, stop
+}
+
+// serveAt is serve that also returns the server's address. The server
+// permits the keepalive pings of clients every 5 s, as production servers
+// (internal/serve) do and the gateway SDK needs.
+func serveAt(t *testing.T, register func(*grpc.Server)) (*grpc.ClientConn, string, func()) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	register(srv)
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -44,7 +54,7 @@ func serve(t *testing.T, register func(*grpc.Server)) (*grpc.ClientConn, func())
 		srv.Stop()
 	}
 	t.Cleanup(stop)
-	return conn, stop
+	return conn, lis.Addr().String(), stop
 }
 
 type system struct {
@@ -79,12 +89,22 @@ func startProxy(t *testing.T, tc *testcluster.Cluster) *system {
 // process would for its clients.
 func (s *system) startCache(t *testing.T, name string) (confettipb.CacheClient, func()) {
 	t.Helper()
+	cli, _, stop := s.startCacheAt(t, name)
+	return cli, stop
+}
+
+// startCacheAt is startCache that also returns the node's address, which
+// the node advertises in meta as `confetti cache` does, so that release
+// status counts the gateways subscribed to it.
+func (s *system) startCacheAt(t *testing.T, name string) (confettipb.CacheClient, string, func()) {
+	t.Helper()
 	st, clients := s.tc.NewStore(t)
 	c, err := cache.New(st, clients, cache.Config{Logger: zaptest.NewLogger(t).Named(name), NodeName: name, ProgressInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, stopServer := serve(t, c.Register)
+	conn, addr, stopServer := serveAt(t, c.Register)
+	c.Advertise(addr)
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -94,7 +114,7 @@ func (s *system) startCache(t *testing.T, name string) (confettipb.CacheClient, 
 	}
 	t.Cleanup(stop)
 	testcluster.WaitFor(t, name+" ready", c.Ready)
-	return confettipb.NewCacheClient(conn), stop
+	return confettipb.NewCacheClient(conn), addr, stop
 }
 
 // watcher is a subscriber as a gateway runs it: it applies Resets and

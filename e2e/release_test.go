@@ -4,59 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/confetti-io/confetti/api/confettipb"
-	"github.com/confetti-io/confetti/cache"
 	"github.com/confetti-io/confetti/gateway"
 	"github.com/confetti-io/confetti/internal/release"
 	"github.com/confetti-io/confetti/internal/testcluster"
 	"github.com/confetti-io/confetti/shardproxy"
 )
-
-// advertisedCache is a cache node registered in meta, as `confetti cache`
-// runs, so that the proxy's release status and plans count its gateways.
-type advertisedCache struct {
-	addr string
-	stop func()
-}
-
-func startAdvertisedCache(t *testing.T, tc *testcluster.Cluster, name string) *advertisedCache {
-	t.Helper()
-	st, clients := tc.NewStore(t)
-	c, err := cache.New(st, clients, cache.Config{Logger: zaptest.NewLogger(t).Named(name), NodeName: name, ProgressInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The SDK pings idle connections every 10 s, as production servers
-	// (internal/serve) permit.
-	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
-	c.Register(srv)
-	go srv.Serve(lis)
-	c.Advertise(lis.Addr().String())
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			srv.Stop()
-			c.Close()
-		})
-	}
-	t.Cleanup(stop)
-	testcluster.WaitFor(t, name+" ready", c.Ready)
-	return &advertisedCache{addr: lis.Addr().String(), stop: stop}
-}
 
 // TestStagedPlanWithRealGatewaysAcrossCacheNodes runs a staged plan against
 // gateways built on the SDK, spread over two cache nodes: the plan pauses
@@ -83,7 +42,16 @@ func TestStagedPlanWithRealGatewaysAcrossCacheNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nodes := []*advertisedCache{startAdvertisedCache(t, tc, "cache-a"), startAdvertisedCache(t, tc, "cache-b")}
+	sys := &system{tc: tc}
+	type node struct {
+		addr string
+		stop func()
+	}
+	var nodes []node
+	for _, name := range []string{"cache-a", "cache-b"} {
+		_, addr, stop := sys.startCacheAt(t, name)
+		nodes = append(nodes, node{addr: addr, stop: stop})
+	}
 
 	// Six gateways, three per node, each able to fail over to the other
 	// node. The refusing one is picked inside the plan's first step (50%).

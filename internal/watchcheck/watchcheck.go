@@ -117,28 +117,35 @@ func (r *Reference) State(tenant string, prefixes []string, id *confettipb.Ident
 // resolves to.
 func resolveItems(raw map[string]string, prefixes []string, id *confettipb.Identity) map[string]string {
 	out := make(map[string]string, len(raw))
-	var items []string
+	rels := map[string]string{}
+	versions := map[string]map[int64]string{}
 	for k, v := range raw {
-		rest, isCfg := strings.CutPrefix(k, keys.SpaceCfg)
-		if !isCfg {
+		if !strings.HasPrefix(k, keys.SpaceCfg) {
 			out[k] = v
 			continue
 		}
-		if item, ok := strings.CutSuffix(rest, "/release"); ok && !strings.Contains(item, "/") {
-			items = append(items, item)
+		switch item, kind, n, ok := keys.ParseCfg(k); {
+		case !ok:
+		case kind == keys.CfgRelease:
+			rels[item] = v
+		case kind == keys.CfgVersion:
+			if versions[item] == nil {
+				versions[item] = map[int64]string{}
+			}
+			versions[item][n] = v
 		}
 	}
-	for _, item := range items {
+	for item, value := range rels {
 		key := keys.SpaceCfg + item
 		if !keys.Match(prefixes, key) {
 			continue
 		}
 		var rel confettipb.Release
-		if proto.Unmarshal([]byte(raw[key+"/release"]), &rel) != nil {
+		if proto.Unmarshal([]byte(value), &rel) != nil {
 			continue
 		}
 		v, _ := release.Resolve(&rel, id)
-		body, ok := raw[fmt.Sprintf("%s/v/%020d", key, v)]
+		body, ok := versions[item][v]
 		if v == 0 || !ok {
 			continue
 		}
