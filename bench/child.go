@@ -18,7 +18,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 )
@@ -177,6 +179,7 @@ type child struct {
 	mu       sync.Mutex
 	subs     []subscriber
 	conns    map[string][]*grpc.ClientConn
+	muxes    map[string]*muxStream
 	clis     map[string][]*clientv3.Client
 	errs     int
 	firstErr error
@@ -205,7 +208,7 @@ type subscriber struct {
 }
 
 func newChild(spec childSpec, out io.Writer) *child {
-	c := &child{spec: spec, out: out, conns: map[string][]*grpc.ClientConn{}, clis: map[string][]*clientv3.Client{}}
+	c := &child{spec: spec, out: out, conns: map[string][]*grpc.ClientConn{}, muxes: map[string]*muxStream{}, clis: map[string][]*clientv3.Client{}}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	d := &net.Dialer{}
 	if spec.LocalIP != "" {
@@ -429,13 +432,19 @@ func (c *child) finishedAt(i int, seq int64, now time.Time) bool {
 	return true
 }
 
+// windows are the static flow-control windows of every client of every
+// target, as the gateway SDK sets them: with gRPC's default dynamic
+// windows a client answers each message that follows a quiet spell with
+// a bandwidth-probing PING, which costs both ends as much as the message.
+var windows = [2]grpc.DialOption{grpc.WithInitialWindowSize(2 << 20), grpc.WithInitialConnWindowSize(4 << 20)}
+
 // cacheConn returns connection slot of the pool for addr.
 func (c *child) cacheConn(addr string, slot int) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pool := c.conns[addr]
 	for len(pool) <= slot {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(c.dial))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(c.dial), windows[0], windows[1])
 		if err != nil {
 			return nil, err
 		}
@@ -453,7 +462,7 @@ func (c *child) etcdClient(addr string, slot int) (*clientv3.Client, error) {
 	for len(pool) <= slot {
 		cli, err := clientv3.New(clientv3.Config{
 			Endpoints: []string{addr}, DialTimeout: 10 * time.Second, Logger: zap.NewNop(),
-			DialOptions: []grpc.DialOption{grpc.WithContextDialer(c.dial)},
+			DialOptions: []grpc.DialOption{grpc.WithContextDialer(c.dial), windows[0], windows[1]},
 		})
 		if err != nil {
 			return nil, err
@@ -553,11 +562,25 @@ func (c *child) subscribeCache(i int) {
 	}
 }
 
-// stream runs one Subscribe stream of subscriber i at addr from *token,
-// keeping *token current, until the subscriber has everything (done) or
-// the stream fails.
+// stream runs subscriber i's subscription at addr from *token, keeping
+// *token current, until the subscriber has everything (done) or the
+// stream fails. With several subscriptions per connection they share the
+// connection's SubscribeMany stream, as etcd's watchers share a Watch
+// stream; with one, it is a Subscribe stream of its own.
 func (c *child) stream(i int, addr string, token *string, resuming bool) (done bool, err error) {
 	s := &c.subs[i]
+	h := &cacheSub{c: c, i: i, token: token, resuming: resuming}
+	start := &confettipb.Start{Tenant: s.tenant.Name, Prefixes: []string{tickKey}, Token: *token}
+	if c.spec.StreamsPerConn > 1 {
+		ms, err := c.manyStream(addr, s.slot)
+		if err != nil {
+			return false, err
+		}
+		if err := <-ms.open(int64(i+1), start, h.handle); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
 	cc, err := c.cacheConn(addr, s.slot)
 	if err != nil {
 		return false, err
@@ -568,60 +591,185 @@ func (c *child) stream(i int, addr string, token *string, resuming bool) (done b
 	if err != nil {
 		return false, err
 	}
-	start := &confettipb.Start{Tenant: s.tenant.Name, Prefixes: []string{tickKey}, Token: *token}
 	if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: start}}); err != nil {
 		return false, err
 	}
-	var resetValue []byte
 	for {
 		m, err := st.Recv()
 		if err != nil {
 			return false, err
 		}
-		switch {
-		case m.GetReset_() != nil:
-			r := m.GetReset_()
-			if resuming && s.resumed == "" {
-				s.resumed = "reset"
+		if h.handle(m) {
+			return true, nil
+		}
+	}
+}
+
+// cacheSub is one subscription's handling of what it receives.
+type cacheSub struct {
+	c          *child
+	i          int
+	token      *string
+	resuming   bool
+	resetValue []byte
+}
+
+// handle applies one message; it reports whether the subscriber has
+// everything it waits for.
+func (h *cacheSub) handle(m *confettipb.SubscribeResponse) bool {
+	c, i := h.c, h.i
+	s := &c.subs[i]
+	switch {
+	case m.GetReset_() != nil:
+		r := m.GetReset_()
+		if h.resuming && s.resumed == "" {
+			s.resumed = "reset"
+		}
+		for _, kv := range r.Kvs {
+			if kv.Key == tickKey {
+				h.resetValue = kv.Value
 			}
-			for _, kv := range r.Kvs {
-				if kv.Key == tickKey {
-					resetValue = kv.Value
+		}
+		if !r.Last {
+			return false
+		}
+		*h.token = r.Token
+		c.markReady(i)
+		if c.complete(i) {
+			return true
+		}
+		// A Reset replaces the state: on a resumed stream it brings the
+		// subscriber up to date as replayed events would.
+		if h.resuming {
+			if seq, _, ok := parseValue(h.resetValue); ok {
+				s.last = max(s.last, seq)
+				if c.finishedAt(i, seq, time.Now()) {
+					return true
 				}
 			}
-			if !r.Last {
+		}
+	case m.GetEvents() != nil:
+		if h.resuming && s.resumed == "" {
+			s.resumed = "events"
+		}
+		*h.token = m.GetEvents().GetToken()
+		for _, t := range m.GetEvents().GetTxns() {
+			for _, ev := range t.Events {
+				if c.deliver(i, ev.Kv.Value) {
+					return true
+				}
+			}
+		}
+	case m.GetProgress() != nil:
+		*h.token = m.GetProgress().GetToken()
+	}
+	return false
+}
+
+// manyStream returns the SubscribeMany stream of connection slot of the
+// pool for addr, opening it (again, once it ended).
+func (c *child) manyStream(addr string, slot int) (*muxStream, error) {
+	cc, err := c.cacheConn(addr, slot)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := fmt.Sprintf("%s/%d", addr, slot)
+	if ms := c.muxes[key]; ms != nil && !ms.ended() {
+		return ms, nil
+	}
+	st, err := confettipb.NewCacheClient(cc).SubscribeMany(c.ctx)
+	if err != nil {
+		return nil, err
+	}
+	ms := &muxStream{st: st, subs: map[int64]*muxSub{}}
+	c.muxes[key] = ms
+	go ms.receive()
+	return ms, nil
+}
+
+// muxStream is a SubscribeMany stream shared by the subscribers of one
+// connection. Its receive loop hands each message to the subscriptions it
+// names.
+type muxStream struct {
+	st     confettipb.Cache_SubscribeManyClient
+	sendMu sync.Mutex
+
+	mu   sync.Mutex
+	subs map[int64]*muxSub
+	err  error
+}
+
+// muxSub is one subscription of a muxStream.
+type muxSub struct {
+	handle func(*confettipb.SubscribeResponse) bool
+	// done gets nil once handle reports the subscriber done, else the
+	// error that ended the subscription.
+	done chan error
+}
+
+// open starts subscription id; the returned channel says how it ended.
+func (ms *muxStream) open(id int64, start *confettipb.Start, handle func(*confettipb.SubscribeResponse) bool) <-chan error {
+	sub := &muxSub{handle: handle, done: make(chan error, 1)}
+	ms.mu.Lock()
+	if ms.err != nil {
+		sub.done <- ms.err
+		ms.mu.Unlock()
+		return sub.done
+	}
+	ms.subs[id] = sub
+	ms.mu.Unlock()
+	ms.sendMu.Lock()
+	err := ms.st.Send(&confettipb.SubscribeRequest{SubscriptionId: id, Request: &confettipb.SubscribeRequest_Start{Start: start}})
+	ms.sendMu.Unlock()
+	if err != nil {
+		ms.end(err)
+	}
+	return sub.done
+}
+
+func (ms *muxStream) ended() bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.err != nil
+}
+
+// end ends every subscription of the stream with err.
+func (ms *muxStream) end(err error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.err == nil {
+		ms.err = err
+	}
+	for id, sub := range ms.subs {
+		sub.done <- ms.err
+		delete(ms.subs, id)
+	}
+}
+
+func (ms *muxStream) receive() {
+	for {
+		m, err := ms.st.Recv()
+		if err != nil {
+			ms.end(err)
+			return
+		}
+		ms.mu.Lock()
+		for _, id := range m.SubscriptionIds {
+			sub := ms.subs[id]
+			if sub == nil {
 				continue
 			}
-			*token = r.Token
-			c.markReady(i)
-			if c.complete(i) {
-				return true, nil
+			var err error
+			if cl := m.GetClosed(); cl != nil {
+				err = status.Error(codes.Code(cl.Code), "subscription closed: "+cl.Message)
+			} else if !sub.handle(m) {
+				continue
 			}
-			// A Reset replaces the state: on a resumed stream it brings
-			// the subscriber up to date as replayed events would.
-			if resuming {
-				if seq, _, ok := parseValue(resetValue); ok {
-					s.last = max(s.last, seq)
-					if c.finishedAt(i, seq, time.Now()) {
-						return true, nil
-					}
-				}
-			}
-		case m.GetEvents() != nil:
-			if resuming && s.resumed == "" {
-				s.resumed = "events"
-			}
-			for _, t := range m.GetEvents().GetTxns() {
-				for _, ev := range t.Events {
-					if c.deliver(i, ev.Kv.Value) {
-						*token = m.GetEvents().GetToken()
-						return true, nil
-					}
-				}
-			}
-			*token = m.GetEvents().GetToken()
-		case m.GetProgress() != nil:
-			*token = m.GetProgress().GetToken()
+			sub.done <- err
+			delete(ms.subs, id)
 		}
+		ms.mu.Unlock()
 	}
 }

@@ -1,26 +1,55 @@
 package bench
 
 import (
+	"context"
 	"sync"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 )
 
 // Floor is the transport limit the fan-out is compared with: the Cache
-// service's Subscribe with no store behind it. Every subscriber gets an
-// empty Reset, then each value published to its tenant as one Events
-// message, sent from its own goroutine and bounded queue.
+// service's Subscribe and SubscribeMany with no store behind them. Every
+// subscription gets an empty Reset, then each value published to its
+// tenant as one Events message; a SubscribeMany stream gets one message
+// naming all its subscriptions of the tenant. Each stream sends from its
+// own goroutine and bounded queue.
 type Floor struct {
 	confettipb.UnimplementedCacheServer
 
-	mu   sync.Mutex
-	subs map[string]map[chan *confettipb.SubscribeResponse]struct{}
+	mu sync.Mutex
+	// subs holds, per tenant, each stream's queue and the ids of its
+	// subscriptions of the tenant (nil for a Subscribe stream).
+	subs map[string]map[chan *confettipb.SubscribeResponse][]int64
 	rev  int64
 }
 
 // NewFloor returns a Floor with no subscribers.
 func NewFloor() *Floor {
-	return &Floor{subs: map[string]map[chan *confettipb.SubscribeResponse]struct{}{}}
+	return &Floor{subs: map[string]map[chan *confettipb.SubscribeResponse][]int64{}}
+}
+
+// add records subscription id (zero on a Subscribe stream) of tenant on
+// the stream of queue ch.
+func (f *Floor) add(tenant string, ch chan *confettipb.SubscribeResponse, id int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.subs[tenant] == nil {
+		f.subs[tenant] = map[chan *confettipb.SubscribeResponse][]int64{}
+	}
+	ids := f.subs[tenant][ch]
+	if id != 0 {
+		ids = append(ids, id)
+	}
+	f.subs[tenant][ch] = ids
+}
+
+// remove forgets the stream of queue ch.
+func (f *Floor) remove(ch chan *confettipb.SubscribeResponse) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, subs := range f.subs {
+		delete(subs, ch)
+	}
 }
 
 // Subscribe serves one subscriber until it goes away.
@@ -29,22 +58,40 @@ func (f *Floor) Subscribe(stream confettipb.Cache_SubscribeServer) error {
 	if err != nil {
 		return err
 	}
-	tenant := req.GetStart().GetTenant()
 	ch := make(chan *confettipb.SubscribeResponse, 128)
-	f.mu.Lock()
-	if f.subs[tenant] == nil {
-		f.subs[tenant] = map[chan *confettipb.SubscribeResponse]struct{}{}
-	}
-	f.subs[tenant][ch] = struct{}{}
-	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		delete(f.subs[tenant], ch)
-		f.mu.Unlock()
-	}()
+	defer f.remove(ch)
 	if err := stream.Send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: "floor"}}}); err != nil {
 		return err
 	}
+	f.add(req.GetStart().GetTenant(), ch, 0)
+	return f.send(stream, ch)
+}
+
+// SubscribeMany serves the subscriptions of one stream until it goes
+// away.
+func (f *Floor) SubscribeMany(stream confettipb.Cache_SubscribeManyServer) error {
+	ch := make(chan *confettipb.SubscribeResponse, 128)
+	defer f.remove(ch)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			if start := req.GetStart(); start != nil {
+				ch <- &confettipb.SubscribeResponse{SubscriptionIds: []int64{req.SubscriptionId}, Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: "floor"}}}
+				f.add(start.GetTenant(), ch, req.SubscriptionId)
+			}
+		}
+	}()
+	return f.send(stream, ch)
+}
+
+// send sends what is queued to ch until the stream ends.
+func (f *Floor) send(stream interface {
+	Send(*confettipb.SubscribeResponse) error
+	Context() context.Context
+}, ch chan *confettipb.SubscribeResponse) error {
 	for {
 		select {
 		case m := <-ch:
@@ -58,18 +105,18 @@ func (f *Floor) Subscribe(stream confettipb.Cache_SubscribeServer) error {
 }
 
 // Publish queues value, as the key kv/tick, to every subscriber of
-// tenant; a subscriber whose queue is full misses it.
+// tenant; a stream whose queue is full misses it.
 func (f *Floor) Publish(tenant, value string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rev++
-	m := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{
+	ev := &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{
 		Txns:  []*confettipb.Txn{{Revision: f.rev, Events: []*confettipb.Event{{Type: confettipb.Event_PUT, Kv: &confettipb.KeyValue{Key: tickKey, Value: []byte(value), ModRevision: f.rev}}}}},
 		Token: "floor",
-	}}}
-	for ch := range f.subs[tenant] {
+	}}
+	for ch, ids := range f.subs[tenant] {
 		select {
-		case ch <- m:
+		case ch <- &confettipb.SubscribeResponse{SubscriptionIds: ids, Response: ev}:
 		default:
 		}
 	}

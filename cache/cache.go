@@ -134,7 +134,7 @@ type Cache struct {
 	clients *meta.Clients
 	metrics *metrics
 
-	resetCache  *lru.Cache[string, []encodedChunk]
+	resetCache  *lru.Cache[string, []*outMsg]
 	resetFlight singleflight.Group
 
 	mu     sync.RWMutex
@@ -161,7 +161,7 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Cache, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	resets, err := lru.New[string, []encodedChunk](cfg.ResetCacheEntries)
+	resets, err := lru.New[string, []*outMsg](cfg.ResetCacheEntries)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/api/confettipb"
@@ -17,13 +16,14 @@ import (
 // A group is the subscribers of one tenant with the same prefixes and view.
 // They receive the same bytes: the shard hands each new transaction to the
 // group (under the shard's lock, so a join and a transaction are always
-// ordered), and the group's goroutine encodes each batch once
-// (grpc.PreparedMsg) and queues it to every member. A member whose queue
-// is full is marked lagging and leaves; it catches up on its own from
-// history or by a Reset and joins again, so a slow subscriber never
-// delays the others. A release change that gives some members another
-// version moves them: they get one message per new view (encoded once for
-// all who share it) and join the group of that view.
+// ordered), and the group's goroutine encodes each batch once and queues
+// it to every stream its members are on, one frame per stream naming all
+// of them. A stream whose queue is full marks the members of the frame
+// lagging and they leave; each catches up on its own from history or by a
+// Reset and joins again, so a slow stream never delays the others. A
+// release change that gives some members another version moves them: they
+// get one message per new view (encoded once for all who share it) and
+// join the group of that view.
 type group struct {
 	key      string
 	tenant   string
@@ -34,19 +34,17 @@ type group struct {
 	tokenFor func(rev int64, v view) string
 	metrics  *metrics
 	progress time.Duration
-	// template is the stream of the member that opened the group:
-	// PreparedMsg encodes with a stream's codec, the same for every
-	// subscription (the cache does not compress them).
-	template grpc.ServerStream
 
 	mu      sync.Mutex
 	pending []pendingTxn
-	members map[*member]struct{}
+	// bySink holds the members by the stream they are on; size counts
+	// them.
+	bySink  map[*sink][]*member
+	size    int
 	wake    chan struct{}
 	sentRev int64
-	// scratch is the member list of one dispatch, reused; only the
-	// group's goroutine touches it.
-	scratch []memberAt
+	// to and direct are member lists of one queueing, reused under mu.
+	to, direct []*member
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -70,35 +68,56 @@ type move struct {
 	sent    []itemSent
 }
 
-// member is one subscriber's place in a group: a bounded queue of encoded
-// messages that its stream's goroutine sends.
+// member is one subscription's place in a group. Its fields after sub are
+// guarded by the group's mu.
 type member struct {
-	q       chan *outMsg
-	lagging atomic.Bool
-	lag     chan struct{} // closed when marked lagging
-	id      *confettipb.Identity
+	sub *subscription
+	// gone is set, and out closed, when the member leaves its group:
+	// lagging, or moved to another view.
+	gone atomic.Bool
+	out  chan struct{}
 
 	// joined is the revision the member joined at (zero once the group
 	// has dispatched past it); left is the revision a release change moved
-	// it out at (zero while it stays). Both are guarded by the group's mu.
+	// it out at (zero while it stays).
 	joined, left int64
-}
-
-// outMsg is one encoded message and the revision of its token.
-type outMsg struct {
-	pm     *grpc.PreparedMsg
-	rev    int64
-	events int
-	bytes  int
-	// items are the item versions the message carries.
-	items []itemSent
-	// moved, when set, is the view the subscriber holds after this
-	// message; it then leaves its group for the group of that view.
+	// holding is set while the subscription still queues its own
+	// catch-up after joining: what the group has for it waits in held.
+	holding bool
+	held    []*outMsg
+	// rev is the revision of the last message queued for the member, and
+	// moved the view a queued move gives it.
+	rev   int64
 	moved view
 }
 
-func newMember(queue int, id *confettipb.Identity) *member {
-	return &member{q: make(chan *outMsg, queue), lag: make(chan struct{}), id: id}
+// outMsg is one encoded SubscribeResponse and what it tells.
+type outMsg struct {
+	body []byte
+	// rev is the revision of the message's token.
+	rev    int64
+	events int
+	// items are the item versions the message carries.
+	items []itemSent
+	// moved, when set, is the view the subscriber holds after this
+	// message.
+	moved view
+	// reset, when set, is the view a final Reset chunk leaves the
+	// subscriber holding.
+	reset view
+}
+
+// newOutMsg encodes m.
+func newOutMsg(m *confettipb.SubscribeResponse, rev int64) (*outMsg, error) {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &outMsg{body: b, rev: rev}, nil
+}
+
+func newMember(s *subscription) *member {
+	return &member{sub: s, out: make(chan struct{})}
 }
 
 // publish hands the group a transaction's events that match it. The
@@ -113,14 +132,29 @@ func (g *group) publish(p pendingTxn) {
 	}
 }
 
-// join adds m, whose state reflects revision rev, to the group. The caller
-// holds the shard's write lock, so every transaction after rev reaches m
-// through the group, and none before it.
+// join adds m, whose state reflects revision rev, to the group, holding
+// what the group sends it until release. The caller holds the shard's
+// write lock, so every transaction after rev reaches m through the group,
+// and none before it.
 func (g *group) join(m *member, rev int64) {
 	g.mu.Lock()
-	m.joined, m.left = rev, 0
-	g.members[m] = struct{}{}
-	g.mu.Unlock()
+	defer g.mu.Unlock()
+	m.joined, m.left, m.rev, m.holding = rev, 0, rev, true
+	k := m.sub.sink
+	g.bySink[k] = append(g.bySink[k], m)
+	g.size++
+}
+
+// release queues what the group held for m while its subscription caught
+// up, and lets the group queue to m's stream directly from then on.
+func (g *group) release(m *member) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	held := m.held
+	m.holding, m.held = false, nil
+	for _, msg := range held {
+		g.queueLocked(m.sub.sink, msg, m)
+	}
 }
 
 // partition finds the members whose resolution changes with a
@@ -134,36 +168,39 @@ func (g *group) partition(items itemIndex, changes []*cfgChange, evs []*confetti
 	var moves []*move
 	byRefs := map[string]*move{}
 	var refKey []byte
-	for m := range g.members {
-		if m.left != 0 {
-			continue
-		}
-		refKey = refKey[:0]
-		changed := false
-		for _, ch := range changes {
-			r := resolve(items.item(g.tenant, ch.item, false), ch.rel, m.id)
-			if r.version != g.view[ch.item].version {
-				changed = true
+	for _, ms := range g.bySink {
+		for _, m := range ms {
+			if m.left != 0 {
+				continue
 			}
-			refKey = strconv.AppendInt(refKey, r.version, 10)
-			refKey = append(refKey, 0)
-			refKey = append(refKey, r.gray...)
-			refKey = append(refKey, 1)
+			refKey = refKey[:0]
+			changed := false
+			id := m.sub.id
+			for _, ch := range changes {
+				r := resolve(items.item(g.tenant, ch.item, false), ch.rel, id)
+				if r.version != g.view[ch.item].version {
+					changed = true
+				}
+				refKey = strconv.AppendInt(refKey, r.version, 10)
+				refKey = append(refKey, 0)
+				refKey = append(refKey, r.gray...)
+				refKey = append(refKey, 1)
+			}
+			if !changed {
+				continue
+			}
+			mv := byRefs[string(refKey)]
+			if mv == nil {
+				nv, cevs, sent := items.changeView(g.tenant, g.prefixes, id, g.view, changes, rev)
+				all := make([]*confettipb.Event, 0, len(evs)+len(cevs))
+				all = append(append(all, evs...), cevs...)
+				mv = &move{view: nv, txn: &confettipb.Txn{Revision: rev, Events: all}, sent: sent}
+				byRefs[string(refKey)] = mv
+				moves = append(moves, mv)
+			}
+			mv.members = append(mv.members, m)
+			m.left = rev
 		}
-		if !changed {
-			continue
-		}
-		mv := byRefs[string(refKey)]
-		if mv == nil {
-			nv, cevs, sent := items.changeView(g.tenant, g.prefixes, m.id, g.view, changes, rev)
-			all := make([]*confettipb.Event, 0, len(evs)+len(cevs))
-			all = append(append(all, evs...), cevs...)
-			mv = &move{view: nv, txn: &confettipb.Txn{Revision: rev, Events: all}, sent: sent}
-			byRefs[string(refKey)] = mv
-			moves = append(moves, mv)
-		}
-		mv.members = append(mv.members, m)
-		m.left = rev
 	}
 	return moves
 }
@@ -173,8 +210,36 @@ func (g *group) partition(items itemIndex, changes []*cfgChange, evs []*confetti
 func (g *group) leave(m *member) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.members, m)
-	return len(g.members) == 0
+	g.removeLocked(m)
+	return g.size == 0
+}
+
+// removeLocked takes m out of the group, if it is still in.
+func (g *group) removeLocked(m *member) {
+	k := m.sub.sink
+	ms := g.bySink[k]
+	i := slices.Index(ms, m)
+	if i < 0 {
+		return
+	}
+	ms = slices.Delete(ms, i, i+1)
+	if len(ms) == 0 {
+		delete(g.bySink, k)
+	} else {
+		g.bySink[k] = ms
+	}
+	g.size--
+}
+
+// position is the revision of the last message queued for m, and the view
+// m holds after it (nil: the group's).
+func (g *group) position(m *member) (int64, view) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m.moved != nil {
+		return m.rev, m.moved
+	}
+	return m.rev, g.view
 }
 
 // token is the group's token at rev.
@@ -211,21 +276,22 @@ func (g *group) dispatch() {
 	g.mu.Lock()
 	batch := g.pending
 	g.pending = nil
-	members := g.snapshotMembersLocked(0)
 	g.mu.Unlock()
-	if len(batch) == 0 || len(members) == 0 {
+	if len(batch) == 0 {
 		return
 	}
 	last := batch[len(batch)-1].txn.Revision
 	if slices.ContainsFunc(batch, func(p pendingTxn) bool { return len(p.moves) > 0 }) {
-		g.dispatchMoves(batch, members)
+		g.dispatchMoves(batch)
 	} else {
-		g.dispatchShared(batch, members)
+		g.dispatchShared(batch)
 	}
 	g.mu.Lock()
-	for m := range g.members {
-		if m.joined != 0 && m.joined < last {
-			m.joined = 0
+	for _, ms := range g.bySink {
+		for _, m := range ms {
+			if m.joined != 0 && m.joined < last {
+				m.joined = 0
+			}
 		}
 	}
 	g.sentRev = max(g.sentRev, last)
@@ -239,57 +305,82 @@ func (g *group) dispatch() {
 // dispatchShared sends a batch with no release change: one message for
 // every member (and its own to a member that joined in the middle).
 // Moved members have left before the batch and get nothing.
-func (g *group) dispatchShared(batch []pendingTxn, members []memberAt) {
+func (g *group) dispatchShared(batch []pendingTxn) {
 	first, last := batch[0].txn.Revision, batch[len(batch)-1].txn.Revision
 	shared, err := g.encode(batch, 0)
 	if err != nil {
 		return
 	}
-	for _, ma := range members {
-		msg := shared
-		switch {
-		case ma.left != 0 || ma.joined >= last:
-			continue
-		case ma.joined >= first:
-			// Joined in the middle of this batch: it has the beginning.
-			if msg, err = g.encode(batch, ma.joined); err != nil {
-				continue
+	// Members that joined in the middle of this batch have its beginning;
+	// they get the rest, encoded for each join revision.
+	var middle map[int64]*outMsg
+	g.mu.Lock()
+	for _, ms := range g.bySink {
+		for _, m := range ms {
+			if m.left == 0 && m.joined >= first && m.joined < last && middle[m.joined] == nil {
+				if middle == nil {
+					middle = map[int64]*outMsg{}
+				}
+				middle[m.joined] = nil
 			}
 		}
-		g.enqueue(ma.m, msg)
+	}
+	g.mu.Unlock()
+	for rev := range middle {
+		if middle[rev], err = g.encode(batch, rev); err != nil {
+			return
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var late []*member
+	g.queueAllLocked(shared, func(m *member) bool {
+		switch {
+		case m.left != 0 || m.joined >= last:
+			return false
+		case m.joined >= first:
+			late = append(late, m)
+			return false
+		}
+		return true
+	})
+	for _, m := range late {
+		g.queueLocked(m.sub.sink, middle[m.joined], m)
 	}
 }
 
 // dispatchMoves sends a batch that moves members, one transaction at a
 // time: each member gets the transactions after it joined and up to the
 // one that moved it, which it gets resolved for its new view.
-func (g *group) dispatchMoves(batch []pendingTxn, members []memberAt) {
+func (g *group) dispatchMoves(batch []pendingTxn) {
 	for i, p := range batch {
 		rev := p.txn.Revision
+		var shared *outMsg
 		if len(p.txn.Events) > 0 {
-			var shared *outMsg
-			for _, ma := range members {
-				if ma.joined >= rev || (ma.left != 0 && ma.left <= rev) {
-					continue
-				}
-				if shared == nil {
-					var err error
-					if shared, err = g.encode(batch[i:i+1], 0); err != nil {
-						break
-					}
-				}
-				g.enqueue(ma.m, shared)
+			var err error
+			if shared, err = g.encode(batch[i:i+1], 0); err != nil {
+				return
 			}
 		}
-		for _, mv := range p.moves {
-			msg, err := g.encodeMove(mv)
-			if err != nil {
-				continue
+		moves := make([]*outMsg, len(p.moves))
+		for j, mv := range p.moves {
+			var err error
+			if moves[j], err = g.encodeMove(mv); err != nil {
+				return
 			}
+		}
+		g.mu.Lock()
+		if shared != nil {
+			g.queueAllLocked(shared, func(m *member) bool {
+				return m.joined < rev && (m.left == 0 || m.left > rev)
+			})
+		}
+		for j, mv := range p.moves {
 			for _, m := range mv.members {
-				g.enqueue(m, msg)
+				g.queueLocked(m.sub.sink, moves[j], m)
 			}
 		}
+		g.mu.Unlock()
 	}
 }
 
@@ -298,12 +389,12 @@ func (g *group) dispatchMoves(batch []pendingTxn, members []memberAt) {
 func (g *group) encodeMove(mv *move) (*outMsg, error) {
 	rev := mv.txn.Revision
 	ev := &confettipb.Events{Txns: []*confettipb.Txn{mv.txn}, Token: g.tokenFor(rev, mv.view)}
-	pm := &grpc.PreparedMsg{}
-	msg := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}
-	if err := pm.Encode(g.template, msg); err != nil {
+	msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}, rev)
+	if err != nil {
 		return nil, err
 	}
-	return &outMsg{pm: pm, rev: rev, events: len(mv.txn.Events), bytes: proto.Size(msg), items: mv.sent, moved: mv.view}, nil
+	msg.events, msg.items, msg.moved = len(mv.txn.Events), mv.sent, mv.view
+	return msg, nil
 }
 
 // bookmark sends a Progress when the shard moved past what the group last
@@ -311,42 +402,22 @@ func (g *group) encodeMove(mv *move) (*outMsg, error) {
 func (g *group) bookmark() {
 	rev := g.shard.revision()
 	g.mu.Lock()
-	if len(g.pending) > 0 || rev <= g.sentRev || len(g.members) == 0 {
-		g.mu.Unlock()
-		return
-	}
-	members := g.snapshotMembersLocked(rev)
-	g.sentRev = rev
+	idle := len(g.pending) == 0 && rev > g.sentRev && g.size > 0
 	g.mu.Unlock()
-	pm := &grpc.PreparedMsg{}
-	msg := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{Progress: &confettipb.Progress{Token: g.token(rev)}}}
-	if err := pm.Encode(g.template, msg); err != nil {
+	if !idle {
 		return
 	}
-	out := &outMsg{pm: pm, rev: rev, bytes: proto.Size(msg)}
-	for _, ma := range members {
-		g.enqueue(ma.m, out)
+	msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{Progress: &confettipb.Progress{Token: g.token(rev)}}}, rev)
+	if err != nil {
+		return
 	}
-}
-
-// memberAt is a member and the revisions it joined and left at.
-type memberAt struct {
-	m            *member
-	joined, left int64
-}
-
-// snapshotMembersLocked lists the members that joined before rev and stay
-// (every member when rev is 0) into a buffer the group's goroutine reuses, so a
-// dispatch to thousands of members allocates nothing per member. The
-// caller holds g.mu and runs on the group's goroutine.
-func (g *group) snapshotMembersLocked(rev int64) []memberAt {
-	g.scratch = g.scratch[:0]
-	for m := range g.members {
-		if rev == 0 || (m.joined < rev && m.left == 0) {
-			g.scratch = append(g.scratch, memberAt{m: m, joined: m.joined, left: m.left})
-		}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.pending) > 0 || rev <= g.sentRev {
+		return
 	}
-	return g.scratch
+	g.sentRev = rev
+	g.queueAllLocked(msg, func(m *member) bool { return m.joined < rev && m.left == 0 })
 }
 
 // encode builds one Events message of the batch's transactions after
@@ -362,27 +433,90 @@ func (g *group) encode(batch []pendingTxn, after int64) (*outMsg, error) {
 	}
 	last := batch[len(batch)-1].txn.Revision
 	ev.Token = g.token(last)
-	pm := &grpc.PreparedMsg{}
-	msg := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}
-	if err := pm.Encode(g.template, msg); err != nil {
+	msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}, last)
+	if err != nil {
 		return nil, err
 	}
-	return &outMsg{pm: pm, rev: last, events: n, bytes: proto.Size(msg)}, nil
+	msg.events = n
+	return msg, nil
 }
 
-// enqueue queues msg to m, or marks m lagging when its queue is full.
-func (g *group) enqueue(m *member, msg *outMsg) {
-	if m.lagging.Load() {
+// queueAllLocked queues msg to the members for which want reports true:
+// one frame per stream, naming all of that stream's members.
+func (g *group) queueAllLocked(msg *outMsg, want func(*member) bool) {
+	for k, ms := range g.bySink {
+		g.to = g.to[:0]
+		for _, m := range ms {
+			if want(m) {
+				g.to = append(g.to, m)
+			}
+		}
+		if len(g.to) > 0 {
+			g.queueLocked(k, msg, g.to...)
+		}
+	}
+	clear(g.to)
+}
+
+// queueLocked queues msg for members ms, all on stream k, in one frame. A
+// holding member keeps it until release; when k's queue (or a holding
+// member's) is full, the members are marked lagging instead. A member
+// that msg moves leaves the group once it is queued. The caller holds
+// g.mu; ms may be reused once it returns.
+func (g *group) queueLocked(k *sink, msg *outMsg, ms ...*member) {
+	direct := g.direct[:0]
+	for _, m := range ms {
+		switch {
+		case m.gone.Load():
+		case m.holding && len(m.held) >= k.limit:
+			g.lagLocked(m)
+		case m.holding:
+			m.held = append(m.held, msg)
+		default:
+			direct = append(direct, m)
+		}
+	}
+	defer func() { g.direct = direct[:0]; clear(direct) }()
+	if len(direct) == 0 {
 		return
 	}
-	select {
-	case m.q <- msg:
-	default:
-		if m.lagging.CompareAndSwap(false, true) {
-			g.mu.Lock()
-			delete(g.members, m)
-			g.mu.Unlock()
-			close(m.lag)
+	f := frame{msg: msg}
+	if len(direct) == 1 {
+		f.sub = direct[0].sub
+	} else {
+		f.subs = make([]*subscription, len(direct))
+		for i, m := range direct {
+			f.subs[i] = m.sub
+		}
+	}
+	if !k.offer(f) {
+		for _, m := range direct {
+			g.lagLocked(m)
+		}
+		return
+	}
+	for _, m := range direct {
+		m.rev = msg.rev
+		if msg.moved != nil {
+			m.moved = msg.moved
+			g.leaveLocked(m, false)
+		}
+	}
+}
+
+// lagLocked marks m lagging: it leaves the group and catches up on its
+// own from the last message queued for it.
+func (g *group) lagLocked(m *member) { g.leaveLocked(m, true) }
+
+// leaveLocked takes m out of the group and wakes its subscription, which
+// goes on from the last message queued for m: lagging, or moved by a
+// release change.
+func (g *group) leaveLocked(m *member, lagging bool) {
+	if m.gone.CompareAndSwap(false, true) {
+		g.removeLocked(m)
+		m.held = nil
+		close(m.out)
+		if lagging {
 			g.metrics.lagging.Inc()
 		}
 	}

@@ -2,28 +2,25 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/meta"
-	"github.com/confetti-io/confetti/internal/rpcerr"
 )
 
-// subscription is one open Subscribe stream.
+// subscription is one open subscription, of a Subscribe stream or one of
+// the subscriptions of a SubscribeMany stream.
 type subscription struct {
 	c        *Cache
-	stream   confettipb.Cache_SubscribeServer
+	sink     *sink
+	sid      int64
 	tenant   meta.Tenant
 	prefixes []string
 	id       *confettipb.Identity
@@ -31,12 +28,12 @@ type subscription struct {
 	codec    *tokenCodec
 	start    time.Time
 
-	// sentRev is the revision of the last token sent: the revision the
+	// rev is the revision of the last token queued: the revision the
 	// subscriber's state reflects once it has applied what it got. view
-	// is the subscriber's resolution of its items at sentRev, and
-	// viewHash its hash with the prefixes. Only the stream's goroutine
+	// is the subscriber's resolution of its items at rev, and viewHash
+	// its hash with the prefixes. Only the subscription's goroutine
 	// touches them.
-	sentRev  int64
+	rev      int64
 	view     view
 	viewHash uint64
 
@@ -44,77 +41,10 @@ type subscription struct {
 	rollout rollout
 }
 
-// Subscribe serves one subscription: a Reset or a replay from the token,
-// then Events and Progress until the client goes away.
-func (c *Cache) Subscribe(stream confettipb.Cache_SubscribeServer) error {
-	err := c.subscribe(stream)
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
-		return nil
-	}
-	return rpcerr.Status(err)
-}
-
-func (c *Cache) subscribe(stream confettipb.Cache_SubscribeServer) error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return ErrClosed
-	}
-	c.subsWG.Add(1)
-	c.mu.Unlock()
-	defer c.subsWG.Done()
-	c.metrics.subscribers.Inc()
-	defer c.metrics.subscribers.Dec()
-
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	stop := context.AfterFunc(c.ctx, cancel)
-	defer stop()
-
-	req, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	start := req.GetStart()
-	if start == nil {
-		return fmt.Errorf("%w: the first message of a subscription must be start", ErrBadRequest)
-	}
-	sub, pos, err := c.open(ctx, stream, start)
-	if err != nil {
-		return err
-	}
-	conn := "unknown"
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		conn = p.Addr.String()
-	}
-	release, err := c.admit(sub, conn)
-	if err != nil {
-		return err
-	}
-	defer release()
-	// Acks are read as they come, so that flow control never blocks the
-	// client; a client that half-closes keeps receiving.
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					cancel()
-				}
-				return
-			}
-			if a := req.GetAck(); a != nil {
-				sub.rollout.ack(a, time.Now())
-			}
-		}
-	}()
-	return sub.serve(ctx, pos)
-}
-
 // open validates a Start and decides where the subscriber starts: the
 // token's position when this node's history covers it, else nil for a
 // Reset.
-func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServer, start *confettipb.Start) (*subscription, *position, error) {
+func (c *Cache) open(ctx context.Context, k *sink, sid int64, start *confettipb.Start) (*subscription, *position, error) {
 	select {
 	case <-c.ready:
 	case <-ctx.Done():
@@ -134,7 +64,8 @@ func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServe
 	}
 	sub := &subscription{
 		c:        c,
-		stream:   stream,
+		sink:     k,
+		sid:      sid,
 		tenant:   tenant,
 		prefixes: prefixes,
 		id:       id,
@@ -165,10 +96,11 @@ func (c *Cache) open(ctx context.Context, stream confettipb.Cache_SubscribeServe
 	return sub, pos, nil
 }
 
-// serve starts the subscriber from its token or with a Reset, joins its
-// group, and sends what the group queues until the client goes away. When
-// the subscriber falls behind (its queue filled up), it catches up on its
-// own and joins again.
+// serve starts the subscriber from its token or with a Reset and joins
+// its group, which queues to the subscriber's stream from then on. When
+// the subscriber leaves the group (its stream's queue filled up, or a
+// release change gave it another view), it catches up on its own from the
+// last message queued for it and joins again.
 func (s *subscription) serve(ctx context.Context, pos *position) error {
 	from, reason := int64(-1), "new"
 	var token *uint64
@@ -176,47 +108,34 @@ func (s *subscription) serve(ctx context.Context, pos *position) error {
 		from, reason, token = pos.rev, "", &pos.view
 	}
 	for {
-		m := newMember(s.c.cfg.SubscriberQueue, s.id)
-		g, err := s.join(m, from, reason, token)
+		m := newMember(s)
+		g, err := s.join(ctx, m, from, reason, token)
 		if err != nil {
+			if g != nil {
+				s.shard.detach(g, m)
+			}
 			return err
 		}
-		err = s.pump(ctx, m)
+		select {
+		case <-m.out:
+		case <-ctx.Done():
+			s.shard.detach(g, m)
+			return ctx.Err()
+		}
 		s.shard.detach(g, m)
-		if !errors.Is(err, errLagging) && !errors.Is(err, errMoved) {
-			return err
-		}
-		from, reason, token = s.sentRev, "", nil
+		rev, v := g.position(m)
+		s.rev = rev
+		s.setView(v)
+		from, reason, token = rev, "", nil
 	}
 }
 
-var (
-	errLagging = errors.New("cache: subscriber lagging")
-	errMoved   = errors.New("cache: subscriber moved to another view")
-)
-
-// pump sends the member's queued messages until the stream ends or the
-// member is marked lagging.
-func (s *subscription) pump(ctx context.Context, m *member) error {
-	for {
-		select {
-		case msg := <-m.q:
-			if err := s.stream.SendMsg(msg.pm); err != nil {
-				return err
-			}
-			s.sentRev = msg.rev
-			s.c.metrics.eventsOut.Add(float64(msg.events))
-			s.c.metrics.bytesOut.Add(float64(msg.bytes))
-			s.rollout.sent(msg.items)
-			if msg.moved != nil {
-				s.setView(msg.moved)
-				return errMoved
-			}
-		case <-m.lag:
-			return errLagging
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// delivered records what the subscriber was sent. The stream's sender
+// calls it.
+func (s *subscription) delivered(msg *outMsg) {
+	s.rollout.sent(msg.items)
+	if msg.reset != nil {
+		s.rollout.reset(msg.reset)
 	}
 }
 
@@ -227,7 +146,7 @@ func (s *subscription) pump(ctx context.Context, m *member) error {
 // the join happen under it, so the group delivers exactly what follows.
 // token, when set, is the view hash of the token resumed from: the
 // subscriber's view at from must match it, else it gets a Reset.
-func (s *subscription) join(m *member, from int64, reason string, token *uint64) (*group, error) {
+func (s *subscription) join(ctx context.Context, m *member, from int64, reason string, token *uint64) (*group, error) {
 	if from >= 0 && token != nil {
 		s.shard.mu.RLock()
 		v, ok := s.shard.viewAtLocked(s.viewer(nil), from)
@@ -256,7 +175,7 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 				s.setView(r.view)
 				break
 			}
-			if err := s.sendEvents(r); err != nil {
+			if err := s.sendEvents(ctx, r); err != nil {
 				return nil, err
 			}
 			sent, from = true, r.seen
@@ -268,15 +187,17 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 		s.setView(r.view)
 		g := s.shard.attachLocked(s, m)
 		s.shard.mu.Unlock()
+		var err error
 		switch {
 		case len(r.txns) > 0:
-			return g, s.sendEvents(r)
+			err = s.sendEvents(ctx, r)
 		case token != nil && !sent:
 			// A resume with nothing new still answers at once, so that
 			// the client knows its token was accepted.
-			return g, s.progress(r.seen)
+			err = s.progress(ctx, r.seen)
 		}
-		return g, nil
+		g.release(m)
+		return g, err
 	}
 	tr, rev := s.shard.snapshotLocked(s.tenant.Name)
 	s.setView(s.shard.items.resolveView(s.tenant.Name, s.prefixes, s.id))
@@ -286,18 +207,16 @@ func (s *subscription) join(m *member, from int64, reason string, token *uint64)
 	if reason == "" {
 		reason = "history"
 	}
-	return g, s.reset(reason, tr, items, rev)
+	err := s.reset(ctx, reason, tr, items, rev)
+	g.release(m)
+	return g, err
 }
 
 // progress sends a bookmark at rev.
-func (s *subscription) progress(rev int64) error {
-	if err := s.send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{
+func (s *subscription) progress(ctx context.Context, rev int64) error {
+	return s.send(ctx, &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{
 		Progress: &confettipb.Progress{Token: s.tokenFor(rev, s.view)},
-	}}); err != nil {
-		return err
-	}
-	s.sentRev = rev
-	return nil
+	}}, rev, nil)
 }
 
 // viewer is the subscription as a reader of history holding v.
@@ -313,20 +232,18 @@ func (s *subscription) setView(v view) {
 
 // sendEvents sends what a history read found, and records the view it
 // leaves the subscriber with.
-func (s *subscription) sendEvents(r readResult) error {
+func (s *subscription) sendEvents(ctx context.Context, r readResult) error {
 	n := 0
 	for _, t := range r.txns {
 		n += len(t.Events)
 	}
-	if err := s.send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{
+	err := s.send(ctx, &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{
 		Events: &confettipb.Events{Txns: r.txns, Token: s.tokenFor(r.seen, r.view)},
-	}}); err != nil {
+	}}, r.seen, func(msg *outMsg) { msg.events, msg.items = n, r.sent })
+	if err != nil {
 		return err
 	}
-	s.c.metrics.eventsOut.Add(float64(n))
-	s.sentRev = r.seen
 	s.setView(r.view)
-	s.rollout.sent(r.sent)
 	return nil
 }
 
@@ -334,7 +251,7 @@ func (s *subscription) sendEvents(r readResult) error {
 // in chunks; the last chunk carries the token. The encoded chunks are kept
 // in the node's reset cache, so a storm of subscribers of one view
 // reconnecting at one revision encodes its Reset once.
-func (s *subscription) reset(reason string, tr *tree, items []*confettipb.KeyValue, rev int64) error {
+func (s *subscription) reset(ctx context.Context, reason string, tr *tree, items []*confettipb.KeyValue, rev int64) error {
 	s.c.metrics.resets.WithLabelValues(reason).Inc()
 	key := s.groupKey() + "@" + strconv.FormatInt(rev, 10)
 	chunks, ok := s.c.resetCache.Get(key)
@@ -356,30 +273,22 @@ func (s *subscription) reset(reason string, tr *tree, items []*confettipb.KeyVal
 		if err != nil {
 			return err
 		}
-		chunks = v.([]encodedChunk)
+		chunks = v.([]*outMsg)
 	}
 	for _, c := range chunks {
-		if err := s.stream.SendMsg(c.pm); err != nil {
+		if err := s.sink.put(ctx, frame{msg: c, sub: s}); err != nil {
 			return err
 		}
-		s.c.metrics.bytesOut.Add(float64(c.bytes))
 	}
-	s.sentRev = rev
-	s.rollout.reset(s.view)
+	s.rev = rev
 	return nil
-}
-
-// encodedChunk is one encoded Reset chunk.
-type encodedChunk struct {
-	pm    *grpc.PreparedMsg
-	bytes int
 }
 
 // encodeReset encodes the Reset of tr and the resolved items at rev in
 // chunks of at most ResetChunkBytes (a larger single key gets a chunk of
 // its own). The items' physical keys in tr are left out.
-func (s *subscription) encodeReset(tr *tree, items []*confettipb.KeyValue, rev int64) ([]encodedChunk, int, error) {
-	var out []encodedChunk
+func (s *subscription) encodeReset(tr *tree, items []*confettipb.KeyValue, rev int64) ([]*outMsg, int, error) {
+	var out []*outMsg
 	var chunk []*confettipb.KeyValue
 	size, total, n := 0, 0, int32(0)
 	flush := func(last bool) error {
@@ -387,14 +296,15 @@ func (s *subscription) encodeReset(tr *tree, items []*confettipb.KeyValue, rev i
 		if last {
 			r.Token = s.tokenFor(rev, s.view)
 		}
-		m := &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Reset_{Reset_: r}}
-		pm := &grpc.PreparedMsg{}
-		if err := pm.Encode(s.stream, m); err != nil {
+		msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Reset_{Reset_: r}}, rev)
+		if err != nil {
 			return err
 		}
-		sz := proto.Size(m)
-		out = append(out, encodedChunk{pm: pm, bytes: sz})
-		total += sz
+		if last {
+			msg.reset = s.view
+		}
+		out = append(out, msg)
+		total += len(msg.body)
 		chunk, size = nil, 0
 		n++
 		return nil
@@ -449,9 +359,21 @@ func (s *subscription) tokenFor(rev int64, v view) string {
 	return s.codec.encode(position{tenant: s.tenant.Name, shard: s.tenant.Shard, epoch: s.tenant.Epoch, rev: rev, view: viewHash(s.prefixes, v.String())})
 }
 
-func (s *subscription) send(m *confettipb.SubscribeResponse) error {
-	s.c.metrics.bytesOut.Add(float64(proto.Size(m)))
-	return s.stream.Send(m)
+// send queues a message of the subscription's own, whose token is at rev;
+// set fills in what it tells.
+func (s *subscription) send(ctx context.Context, m *confettipb.SubscribeResponse, rev int64, set func(*outMsg)) error {
+	msg, err := newOutMsg(m, rev)
+	if err != nil {
+		return err
+	}
+	if set != nil {
+		set(msg)
+	}
+	if err := s.sink.put(ctx, frame{msg: msg, sub: s}); err != nil {
+		return err
+	}
+	s.rev = rev
+	return nil
 }
 
 // prefixEnd is the first key after every key starting with p, or "" when

@@ -73,7 +73,7 @@ func (x GatewayRollout_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GatewayRollout_State.Descriptor instead.
 func (GatewayRollout_State) EnumDescriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{13, 0}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // Identity names a subscriber for release resolution and rollout status.
@@ -135,9 +135,14 @@ type SubscribeRequest struct {
 	//
 	//	*SubscribeRequest_Start
 	//	*SubscribeRequest_Ack
-	Request       isSubscribeRequest_Request `protobuf_oneof:"request"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	//	*SubscribeRequest_Cancel
+	Request isSubscribeRequest_Request `protobuf_oneof:"request"`
+	// subscription_id names the subscription on a SubscribeMany stream
+	// (any value but zero, unique among the stream's open subscriptions);
+	// Subscribe ignores it.
+	SubscriptionId int64 `protobuf:"varint,3,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
@@ -195,6 +200,22 @@ func (x *SubscribeRequest) GetAck() *Ack {
 	return nil
 }
 
+func (x *SubscribeRequest) GetCancel() *Cancel {
+	if x != nil {
+		if x, ok := x.Request.(*SubscribeRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetSubscriptionId() int64 {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return 0
+}
+
 type isSubscribeRequest_Request interface {
 	isSubscribeRequest_Request()
 }
@@ -207,9 +228,54 @@ type SubscribeRequest_Ack struct {
 	Ack *Ack `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
+type SubscribeRequest_Cancel struct {
+	// cancel ends a subscription of a SubscribeMany stream; the server
+	// answers with Closed.
+	Cancel *Cancel `protobuf:"bytes,4,opt,name=cancel,proto3,oneof"`
+}
+
 func (*SubscribeRequest_Start) isSubscribeRequest_Request() {}
 
 func (*SubscribeRequest_Ack) isSubscribeRequest_Request() {}
+
+func (*SubscribeRequest_Cancel) isSubscribeRequest_Request() {}
+
+// Cancel ends a subscription of a SubscribeMany stream.
+type Cancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cancel) Reset() {
+	*x = Cancel{}
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cancel) ProtoMessage() {}
+
+func (x *Cancel) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
+func (*Cancel) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{2}
+}
 
 // Start opens a subscription.
 type Start struct {
@@ -229,7 +295,7 @@ type Start struct {
 
 func (x *Start) Reset() {
 	*x = Start{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[2]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +307,7 @@ func (x *Start) String() string {
 func (*Start) ProtoMessage() {}
 
 func (x *Start) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[2]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +320,7 @@ func (x *Start) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Start.ProtoReflect.Descriptor instead.
 func (*Start) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{2}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Start) GetTenant() string {
@@ -299,7 +365,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[3]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +377,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[3]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +390,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{3}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Ack) GetItem() string {
@@ -362,14 +428,18 @@ type SubscribeResponse struct {
 	//	*SubscribeResponse_Reset_
 	//	*SubscribeResponse_Events
 	//	*SubscribeResponse_Progress
-	Response      isSubscribeResponse_Response `protobuf_oneof:"response"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	//	*SubscribeResponse_Closed
+	Response isSubscribeResponse_Response `protobuf_oneof:"response"`
+	// subscription_ids, on a SubscribeMany stream, are the subscriptions the
+	// message is for; on Subscribe it is empty.
+	SubscriptionIds []int64 `protobuf:"varint,4,rep,packed,name=subscription_ids,json=subscriptionIds,proto3" json:"subscription_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[4]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +451,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[4]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +464,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{4}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubscribeResponse) GetResponse() isSubscribeResponse_Response {
@@ -431,6 +501,22 @@ func (x *SubscribeResponse) GetProgress() *Progress {
 	return nil
 }
 
+func (x *SubscribeResponse) GetClosed() *Closed {
+	if x != nil {
+		if x, ok := x.Response.(*SubscribeResponse_Closed); ok {
+			return x.Closed
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetSubscriptionIds() []int64 {
+	if x != nil {
+		return x.SubscriptionIds
+	}
+	return nil
+}
+
 type isSubscribeResponse_Response interface {
 	isSubscribeResponse_Response()
 }
@@ -447,11 +533,73 @@ type SubscribeResponse_Progress struct {
 	Progress *Progress `protobuf:"bytes,3,opt,name=progress,proto3,oneof"`
 }
 
+type SubscribeResponse_Closed struct {
+	// closed ends a subscription of a SubscribeMany stream.
+	Closed *Closed `protobuf:"bytes,5,opt,name=closed,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Reset_) isSubscribeResponse_Response() {}
 
 func (*SubscribeResponse_Events) isSubscribeResponse_Response() {}
 
 func (*SubscribeResponse_Progress) isSubscribeResponse_Response() {}
+
+func (*SubscribeResponse_Closed) isSubscribeResponse_Response() {}
+
+// Closed says a subscription of a SubscribeMany stream ended: canceled by
+// the client (code 0, OK) or failed, with the gRPC status code and message
+// Subscribe would have ended the stream with.
+type Closed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Closed) Reset() {
+	*x = Closed{}
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Closed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Closed) ProtoMessage() {}
+
+func (x *Closed) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Closed.ProtoReflect.Descriptor instead.
+func (*Closed) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Closed) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Closed) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
 
 // Reset carries the full state of the subscription. A large state comes in
 // several chunks; the client replaces its state atomically when it has the
@@ -469,7 +617,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[5]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +629,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[5]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +642,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{5}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Reset) GetKvs() []*KeyValue {
@@ -536,7 +684,7 @@ type Txn struct {
 
 func (x *Txn) Reset() {
 	*x = Txn{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[6]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +696,7 @@ func (x *Txn) String() string {
 func (*Txn) ProtoMessage() {}
 
 func (x *Txn) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[6]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +709,7 @@ func (x *Txn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Txn.ProtoReflect.Descriptor instead.
 func (*Txn) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{6}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Txn) GetRevision() int64 {
@@ -589,7 +737,7 @@ type Events struct {
 
 func (x *Events) Reset() {
 	*x = Events{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[7]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +749,7 @@ func (x *Events) String() string {
 func (*Events) ProtoMessage() {}
 
 func (x *Events) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[7]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +762,7 @@ func (x *Events) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Events.ProtoReflect.Descriptor instead.
 func (*Events) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{7}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Events) GetTxns() []*Txn {
@@ -641,7 +789,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[8]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +801,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[8]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +814,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{8}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Progress) GetToken() string {
@@ -684,7 +832,7 @@ type CacheStatusRequest struct {
 
 func (x *CacheStatusRequest) Reset() {
 	*x = CacheStatusRequest{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[9]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +844,7 @@ func (x *CacheStatusRequest) String() string {
 func (*CacheStatusRequest) ProtoMessage() {}
 
 func (x *CacheStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[9]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +857,7 @@ func (x *CacheStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStatusRequest.ProtoReflect.Descriptor instead.
 func (*CacheStatusRequest) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{9}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{11}
 }
 
 type ShardStatus struct {
@@ -735,7 +883,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[10]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +895,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[10]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +908,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{10}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ShardStatus) GetShard() string {
@@ -858,7 +1006,7 @@ type CacheStatusResponse struct {
 
 func (x *CacheStatusResponse) Reset() {
 	*x = CacheStatusResponse{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[11]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1018,7 @@ func (x *CacheStatusResponse) String() string {
 func (*CacheStatusResponse) ProtoMessage() {}
 
 func (x *CacheStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[11]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1031,7 @@ func (x *CacheStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStatusResponse.ProtoReflect.Descriptor instead.
 func (*CacheStatusResponse) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{11}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CacheStatusResponse) GetNode() string {
@@ -917,7 +1065,7 @@ type RolloutRequest struct {
 
 func (x *RolloutRequest) Reset() {
 	*x = RolloutRequest{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[12]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1077,7 @@ func (x *RolloutRequest) String() string {
 func (*RolloutRequest) ProtoMessage() {}
 
 func (x *RolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[12]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1090,7 @@ func (x *RolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutRequest.ProtoReflect.Descriptor instead.
 func (*RolloutRequest) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{12}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RolloutRequest) GetTenant() string {
@@ -978,7 +1126,7 @@ type GatewayRollout struct {
 
 func (x *GatewayRollout) Reset() {
 	*x = GatewayRollout{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[13]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1138,7 @@ func (x *GatewayRollout) String() string {
 func (*GatewayRollout) ProtoMessage() {}
 
 func (x *GatewayRollout) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[13]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1151,7 @@ func (x *GatewayRollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayRollout.ProtoReflect.Descriptor instead.
 func (*GatewayRollout) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{13}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GatewayRollout) GetInstanceId() string {
@@ -1065,7 +1213,7 @@ type RolloutResponse struct {
 
 func (x *RolloutResponse) Reset() {
 	*x = RolloutResponse{}
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[14]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1225,7 @@ func (x *RolloutResponse) String() string {
 func (*RolloutResponse) ProtoMessage() {}
 
 func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_confetti_v1_subscribe_proto_msgTypes[14]
+	mi := &file_confetti_v1_subscribe_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1238,7 @@ func (x *RolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutResponse.ProtoReflect.Descriptor instead.
 func (*RolloutResponse) Descriptor() ([]byte, []int) {
-	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{14}
+	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RolloutResponse) GetNode() string {
@@ -1118,11 +1266,14 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x06labels\x18\x02 \x03(\v2!.confetti.v1.Identity.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"o\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc7\x01\n" +
 	"\x10SubscribeRequest\x12*\n" +
 	"\x05start\x18\x01 \x01(\v2\x12.confetti.v1.StartH\x00R\x05start\x12$\n" +
-	"\x03ack\x18\x02 \x01(\v2\x10.confetti.v1.AckH\x00R\x03ackB\t\n" +
-	"\arequest\"\x84\x01\n" +
+	"\x03ack\x18\x02 \x01(\v2\x10.confetti.v1.AckH\x00R\x03ack\x12-\n" +
+	"\x06cancel\x18\x04 \x01(\v2\x13.confetti.v1.CancelH\x00R\x06cancel\x12'\n" +
+	"\x0fsubscription_id\x18\x03 \x01(\x03R\x0esubscriptionIdB\t\n" +
+	"\arequest\"\b\n" +
+	"\x06Cancel\"\x84\x01\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1a\n" +
 	"\bprefixes\x18\x02 \x03(\tR\bprefixes\x121\n" +
@@ -1132,13 +1283,18 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x04item\x18\x01 \x01(\tR\x04item\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x0e\n" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xaf\x01\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x89\x02\n" +
 	"\x11SubscribeResponse\x12*\n" +
 	"\x05reset\x18\x01 \x01(\v2\x12.confetti.v1.ResetH\x00R\x05reset\x12-\n" +
 	"\x06events\x18\x02 \x01(\v2\x13.confetti.v1.EventsH\x00R\x06events\x123\n" +
-	"\bprogress\x18\x03 \x01(\v2\x15.confetti.v1.ProgressH\x00R\bprogressB\n" +
+	"\bprogress\x18\x03 \x01(\v2\x15.confetti.v1.ProgressH\x00R\bprogress\x12-\n" +
+	"\x06closed\x18\x05 \x01(\v2\x13.confetti.v1.ClosedH\x00R\x06closed\x12)\n" +
+	"\x10subscription_ids\x18\x04 \x03(\x03R\x0fsubscriptionIdsB\n" +
 	"\n" +
-	"\bresponse\"p\n" +
+	"\bresponse\"6\n" +
+	"\x06Closed\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"p\n" +
 	"\x05Reset\x12'\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x15.confetti.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\bR\x04last\x12\x14\n" +
@@ -1192,9 +1348,10 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x06NACKED\x10\x03\"^\n" +
 	"\x0fRolloutResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
-	"\bgateways\x18\x02 \x03(\v2\x1b.confetti.v1.GatewayRolloutR\bgateways2\xaa\x02\n" +
+	"\bgateways\x18\x02 \x03(\v2\x1b.confetti.v1.GatewayRolloutR\bgateways2\xfe\x02\n" +
 	"\x05Cache\x12N\n" +
-	"\tSubscribe\x12\x1d.confetti.v1.SubscribeRequest\x1a\x1e.confetti.v1.SubscribeResponse(\x010\x01\x12>\n" +
+	"\tSubscribe\x12\x1d.confetti.v1.SubscribeRequest\x1a\x1e.confetti.v1.SubscribeResponse(\x010\x01\x12R\n" +
+	"\rSubscribeMany\x12\x1d.confetti.v1.SubscribeRequest\x1a\x1e.confetti.v1.SubscribeResponse(\x010\x01\x12>\n" +
 	"\x05Range\x12\x19.confetti.v1.RangeRequest\x1a\x1a.confetti.v1.RangeResponse\x12K\n" +
 	"\x06Status\x12\x1f.confetti.v1.CacheStatusRequest\x1a .confetti.v1.CacheStatusResponse\x12D\n" +
 	"\aRollout\x12\x1b.confetti.v1.RolloutRequest\x1a\x1c.confetti.v1.RolloutResponseB0Z.github.com/confetti-io/confetti/api/confettipbb\x06proto3"
@@ -1212,57 +1369,63 @@ func file_confetti_v1_subscribe_proto_rawDescGZIP() []byte {
 }
 
 var file_confetti_v1_subscribe_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_confetti_v1_subscribe_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_confetti_v1_subscribe_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_confetti_v1_subscribe_proto_goTypes = []any{
 	(GatewayRollout_State)(0),   // 0: confetti.v1.GatewayRollout.State
 	(*Identity)(nil),            // 1: confetti.v1.Identity
 	(*SubscribeRequest)(nil),    // 2: confetti.v1.SubscribeRequest
-	(*Start)(nil),               // 3: confetti.v1.Start
-	(*Ack)(nil),                 // 4: confetti.v1.Ack
-	(*SubscribeResponse)(nil),   // 5: confetti.v1.SubscribeResponse
-	(*Reset)(nil),               // 6: confetti.v1.Reset
-	(*Txn)(nil),                 // 7: confetti.v1.Txn
-	(*Events)(nil),              // 8: confetti.v1.Events
-	(*Progress)(nil),            // 9: confetti.v1.Progress
-	(*CacheStatusRequest)(nil),  // 10: confetti.v1.CacheStatusRequest
-	(*ShardStatus)(nil),         // 11: confetti.v1.ShardStatus
-	(*CacheStatusResponse)(nil), // 12: confetti.v1.CacheStatusResponse
-	(*RolloutRequest)(nil),      // 13: confetti.v1.RolloutRequest
-	(*GatewayRollout)(nil),      // 14: confetti.v1.GatewayRollout
-	(*RolloutResponse)(nil),     // 15: confetti.v1.RolloutResponse
-	nil,                         // 16: confetti.v1.Identity.LabelsEntry
-	(*KeyValue)(nil),            // 17: confetti.v1.KeyValue
-	(*Event)(nil),               // 18: confetti.v1.Event
-	(*RangeRequest)(nil),        // 19: confetti.v1.RangeRequest
-	(*RangeResponse)(nil),       // 20: confetti.v1.RangeResponse
+	(*Cancel)(nil),              // 3: confetti.v1.Cancel
+	(*Start)(nil),               // 4: confetti.v1.Start
+	(*Ack)(nil),                 // 5: confetti.v1.Ack
+	(*SubscribeResponse)(nil),   // 6: confetti.v1.SubscribeResponse
+	(*Closed)(nil),              // 7: confetti.v1.Closed
+	(*Reset)(nil),               // 8: confetti.v1.Reset
+	(*Txn)(nil),                 // 9: confetti.v1.Txn
+	(*Events)(nil),              // 10: confetti.v1.Events
+	(*Progress)(nil),            // 11: confetti.v1.Progress
+	(*CacheStatusRequest)(nil),  // 12: confetti.v1.CacheStatusRequest
+	(*ShardStatus)(nil),         // 13: confetti.v1.ShardStatus
+	(*CacheStatusResponse)(nil), // 14: confetti.v1.CacheStatusResponse
+	(*RolloutRequest)(nil),      // 15: confetti.v1.RolloutRequest
+	(*GatewayRollout)(nil),      // 16: confetti.v1.GatewayRollout
+	(*RolloutResponse)(nil),     // 17: confetti.v1.RolloutResponse
+	nil,                         // 18: confetti.v1.Identity.LabelsEntry
+	(*KeyValue)(nil),            // 19: confetti.v1.KeyValue
+	(*Event)(nil),               // 20: confetti.v1.Event
+	(*RangeRequest)(nil),        // 21: confetti.v1.RangeRequest
+	(*RangeResponse)(nil),       // 22: confetti.v1.RangeResponse
 }
 var file_confetti_v1_subscribe_proto_depIdxs = []int32{
-	16, // 0: confetti.v1.Identity.labels:type_name -> confetti.v1.Identity.LabelsEntry
-	3,  // 1: confetti.v1.SubscribeRequest.start:type_name -> confetti.v1.Start
-	4,  // 2: confetti.v1.SubscribeRequest.ack:type_name -> confetti.v1.Ack
-	1,  // 3: confetti.v1.Start.identity:type_name -> confetti.v1.Identity
-	6,  // 4: confetti.v1.SubscribeResponse.reset:type_name -> confetti.v1.Reset
-	8,  // 5: confetti.v1.SubscribeResponse.events:type_name -> confetti.v1.Events
-	9,  // 6: confetti.v1.SubscribeResponse.progress:type_name -> confetti.v1.Progress
-	17, // 7: confetti.v1.Reset.kvs:type_name -> confetti.v1.KeyValue
-	18, // 8: confetti.v1.Txn.events:type_name -> confetti.v1.Event
-	7,  // 9: confetti.v1.Events.txns:type_name -> confetti.v1.Txn
-	11, // 10: confetti.v1.CacheStatusResponse.shards:type_name -> confetti.v1.ShardStatus
-	0,  // 11: confetti.v1.GatewayRollout.state:type_name -> confetti.v1.GatewayRollout.State
-	14, // 12: confetti.v1.RolloutResponse.gateways:type_name -> confetti.v1.GatewayRollout
-	2,  // 13: confetti.v1.Cache.Subscribe:input_type -> confetti.v1.SubscribeRequest
-	19, // 14: confetti.v1.Cache.Range:input_type -> confetti.v1.RangeRequest
-	10, // 15: confetti.v1.Cache.Status:input_type -> confetti.v1.CacheStatusRequest
-	13, // 16: confetti.v1.Cache.Rollout:input_type -> confetti.v1.RolloutRequest
-	5,  // 17: confetti.v1.Cache.Subscribe:output_type -> confetti.v1.SubscribeResponse
-	20, // 18: confetti.v1.Cache.Range:output_type -> confetti.v1.RangeResponse
-	12, // 19: confetti.v1.Cache.Status:output_type -> confetti.v1.CacheStatusResponse
-	15, // 20: confetti.v1.Cache.Rollout:output_type -> confetti.v1.RolloutResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	18, // 0: confetti.v1.Identity.labels:type_name -> confetti.v1.Identity.LabelsEntry
+	4,  // 1: confetti.v1.SubscribeRequest.start:type_name -> confetti.v1.Start
+	5,  // 2: confetti.v1.SubscribeRequest.ack:type_name -> confetti.v1.Ack
+	3,  // 3: confetti.v1.SubscribeRequest.cancel:type_name -> confetti.v1.Cancel
+	1,  // 4: confetti.v1.Start.identity:type_name -> confetti.v1.Identity
+	8,  // 5: confetti.v1.SubscribeResponse.reset:type_name -> confetti.v1.Reset
+	10, // 6: confetti.v1.SubscribeResponse.events:type_name -> confetti.v1.Events
+	11, // 7: confetti.v1.SubscribeResponse.progress:type_name -> confetti.v1.Progress
+	7,  // 8: confetti.v1.SubscribeResponse.closed:type_name -> confetti.v1.Closed
+	19, // 9: confetti.v1.Reset.kvs:type_name -> confetti.v1.KeyValue
+	20, // 10: confetti.v1.Txn.events:type_name -> confetti.v1.Event
+	9,  // 11: confetti.v1.Events.txns:type_name -> confetti.v1.Txn
+	13, // 12: confetti.v1.CacheStatusResponse.shards:type_name -> confetti.v1.ShardStatus
+	0,  // 13: confetti.v1.GatewayRollout.state:type_name -> confetti.v1.GatewayRollout.State
+	16, // 14: confetti.v1.RolloutResponse.gateways:type_name -> confetti.v1.GatewayRollout
+	2,  // 15: confetti.v1.Cache.Subscribe:input_type -> confetti.v1.SubscribeRequest
+	2,  // 16: confetti.v1.Cache.SubscribeMany:input_type -> confetti.v1.SubscribeRequest
+	21, // 17: confetti.v1.Cache.Range:input_type -> confetti.v1.RangeRequest
+	12, // 18: confetti.v1.Cache.Status:input_type -> confetti.v1.CacheStatusRequest
+	15, // 19: confetti.v1.Cache.Rollout:input_type -> confetti.v1.RolloutRequest
+	6,  // 20: confetti.v1.Cache.Subscribe:output_type -> confetti.v1.SubscribeResponse
+	6,  // 21: confetti.v1.Cache.SubscribeMany:output_type -> confetti.v1.SubscribeResponse
+	22, // 22: confetti.v1.Cache.Range:output_type -> confetti.v1.RangeResponse
+	14, // 23: confetti.v1.Cache.Status:output_type -> confetti.v1.CacheStatusResponse
+	17, // 24: confetti.v1.Cache.Rollout:output_type -> confetti.v1.RolloutResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_confetti_v1_subscribe_proto_init() }
@@ -1275,11 +1438,13 @@ func file_confetti_v1_subscribe_proto_init() {
 	file_confetti_v1_subscribe_proto_msgTypes[1].OneofWrappers = []any{
 		(*SubscribeRequest_Start)(nil),
 		(*SubscribeRequest_Ack)(nil),
+		(*SubscribeRequest_Cancel)(nil),
 	}
-	file_confetti_v1_subscribe_proto_msgTypes[4].OneofWrappers = []any{
+	file_confetti_v1_subscribe_proto_msgTypes[5].OneofWrappers = []any{
 		(*SubscribeResponse_Reset_)(nil),
 		(*SubscribeResponse_Events)(nil),
 		(*SubscribeResponse_Progress)(nil),
+		(*SubscribeResponse_Closed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1287,7 +1452,7 @@ func file_confetti_v1_subscribe_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_confetti_v1_subscribe_proto_rawDesc), len(file_confetti_v1_subscribe_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cache_Subscribe_FullMethodName = "/confetti.v1.Cache/Subscribe"
-	Cache_Range_FullMethodName     = "/confetti.v1.Cache/Range"
-	Cache_Status_FullMethodName    = "/confetti.v1.Cache/Status"
-	Cache_Rollout_FullMethodName   = "/confetti.v1.Cache/Rollout"
+	Cache_Subscribe_FullMethodName     = "/confetti.v1.Cache/Subscribe"
+	Cache_SubscribeMany_FullMethodName = "/confetti.v1.Cache/SubscribeMany"
+	Cache_Range_FullMethodName         = "/confetti.v1.Cache/Range"
+	Cache_Status_FullMethodName        = "/confetti.v1.Cache/Status"
+	Cache_Rollout_FullMethodName       = "/confetti.v1.Cache/Rollout"
 )
 
 // CacheClient is the client API for Cache service.
@@ -39,6 +40,18 @@ type CacheClient interface {
 	// cache node yields exactly what came after it, or a Reset at a later
 	// token when history no longer covers it.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error)
+	// SubscribeMany carries many subscriptions over one stream, the way
+	// etcd's Watch stream carries watchers. Every request names its
+	// subscription by a client-chosen subscription_id: start opens it, ack
+	// answers for it, cancel ends it. Every response names the
+	// subscriptions it is for in subscription_ids: subscriptions of one
+	// tenant, prefixes and view share each Events and Progress message, so
+	// one update costs one message per stream, not one per subscription.
+	// A subscription that fails (a bad start, a token of another tenant,
+	// a limit) gets Closed with the error; the stream and its other
+	// subscriptions go on. Each subscription keeps every guarantee of
+	// Subscribe.
+	SubscribeMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error)
 	// Range reads from the cache's state; with linearizable it first waits
 	// until the cache has seen etcd's current revision.
 	Range(ctx context.Context, in *RangeRequest, opts ...grpc.CallOption) (*RangeResponse, error)
@@ -70,6 +83,19 @@ func (c *cacheClient) Subscribe(ctx context.Context, opts ...grpc.CallOption) (g
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cache_SubscribeClient = grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse]
+
+func (c *cacheClient) SubscribeMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cache_ServiceDesc.Streams[1], Cache_SubscribeMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeRequest, SubscribeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cache_SubscribeManyClient = grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse]
 
 func (c *cacheClient) Range(ctx context.Context, in *RangeRequest, opts ...grpc.CallOption) (*RangeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -115,6 +141,18 @@ type CacheServer interface {
 	// cache node yields exactly what came after it, or a Reset at a later
 	// token when history no longer covers it.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error
+	// SubscribeMany carries many subscriptions over one stream, the way
+	// etcd's Watch stream carries watchers. Every request names its
+	// subscription by a client-chosen subscription_id: start opens it, ack
+	// answers for it, cancel ends it. Every response names the
+	// subscriptions it is for in subscription_ids: subscriptions of one
+	// tenant, prefixes and view share each Events and Progress message, so
+	// one update costs one message per stream, not one per subscription.
+	// A subscription that fails (a bad start, a token of another tenant,
+	// a limit) gets Closed with the error; the stream and its other
+	// subscriptions go on. Each subscription keeps every guarantee of
+	// Subscribe.
+	SubscribeMany(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error
 	// Range reads from the cache's state; with linearizable it first waits
 	// until the cache has seen etcd's current revision.
 	Range(context.Context, *RangeRequest) (*RangeResponse, error)
@@ -136,6 +174,9 @@ type UnimplementedCacheServer struct{}
 
 func (UnimplementedCacheServer) Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedCacheServer) SubscribeMany(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeMany not implemented")
 }
 func (UnimplementedCacheServer) Range(context.Context, *RangeRequest) (*RangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Range not implemented")
@@ -173,6 +214,13 @@ func _Cache_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cache_SubscribeServer = grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]
+
+func _Cache_SubscribeMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CacheServer).SubscribeMany(&grpc.GenericServerStream[SubscribeRequest, SubscribeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cache_SubscribeManyServer = grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]
 
 func _Cache_Range_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RangeRequest)
@@ -252,6 +300,12 @@ var Cache_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Subscribe",
 			Handler:       _Cache_Subscribe_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "SubscribeMany",
+			Handler:       _Cache_SubscribeMany_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

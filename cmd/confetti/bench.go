@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -13,7 +14,10 @@ import (
 )
 
 func newBenchCommand(a *app) *cobra.Command {
-	var cfg bench.Config
+	var (
+		cfg        bench.Config
+		cpuProfile string
+	)
 	cmd := &cobra.Command{
 		Use:   "bench [scenario...]",
 		Short: "Benchmark Confetti against etcd, etcd's grpc-proxy and the transport floor on this machine",
@@ -49,6 +53,17 @@ and short (under a minute) to check the harness end to end.`,
 			cfg.ChildArgs = []string{"bench", "child"}
 			cfg.Log, cfg.Progress = a.out, a.errOut
 			cfg.CommandLine = strings.Join(append([]string{"confetti"}, os.Args[1:]...), " ")
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			_, err := bench.Run(cmd.Context(), cfg)
 			return err
 		},
@@ -70,6 +85,7 @@ and short (under a minute) to check the harness end to end.`,
 	fs.IntVar(&cfg.WriteOps, "write-ops", 0, "operations of each kind the writes scenario times (default 2000; quick 200)")
 	fs.IntVar(&cfg.WriteClients, "write-clients", 0, "concurrent writers of the writes throughput runs (default 16)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long subscribers may take to get every update after the last one is sent (default 1m; quick 20s)")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the servers' process (etcd, cache nodes, proxies, writer) to this file")
 	fs.StringVar(&cfg.Out, "out", "", "directory for results.json, results.md and the plots (default bench/results/<YYYY-MM-DD>)")
 	cmd.AddCommand(&cobra.Command{
 		Use:    "child",

@@ -86,10 +86,11 @@ var policies = map[string]rule{
 	pb.Releases_Status_FullMethodName:      tenantReader,
 	pb.Releases_Log_FullMethodName:         tenantReader,
 
-	pb.Cache_Subscribe_FullMethodName: tenantReader,
-	pb.Cache_Range_FullMethodName:     tenantReader,
-	pb.Cache_Rollout_FullMethodName:   tenantReader,
-	pb.Cache_Status_FullMethodName:    operatorOnly,
+	pb.Cache_Subscribe_FullMethodName:     tenantReader,
+	pb.Cache_SubscribeMany_FullMethodName: tenantReader,
+	pb.Cache_Range_FullMethodName:         tenantReader,
+	pb.Cache_Rollout_FullMethodName:       tenantReader,
+	pb.Cache_Status_FullMethodName:        operatorOnly,
 }
 
 // exempt are the services every client may call without a key: health
