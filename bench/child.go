@@ -213,6 +213,7 @@ func newChild(spec childSpec, out io.Writer) *child {
 	d := &net.Dialer{}
 	if spec.LocalIP != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(spec.LocalIP)}
+		d.Control = bindLate
 	}
 	c.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	c.subs = make([]subscriber, spec.Subscribers)

@@ -83,15 +83,19 @@ func (m *many) loop() {
 func (m *many) start(id int64, tenant string, prefixes []string, ident *confettipb.Identity) *watchcheck.Stream {
 	m.t.Helper()
 	s := watchcheck.NewStreamAs(tenant, prefixes, ident)
-	s.Subscribed("")
+	m.resume(id, s, &confettipb.Start{Tenant: tenant, Prefixes: prefixes, Identity: ident})
+	return s
+}
+
+// resume opens subscription id from start's token, recording into s.
+func (m *many) resume(id int64, s *watchcheck.Stream, start *confettipb.Start) {
+	m.t.Helper()
+	s.Subscribed(start.Token)
 	m.mu.Lock()
 	m.subs[id] = s
 	delete(m.closed, id)
 	m.mu.Unlock()
-	m.send(&confettipb.SubscribeRequest{SubscriptionId: id, Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{
-		Tenant: tenant, Prefixes: prefixes, Identity: ident,
-	}}})
-	return s
+	m.send(&confettipb.SubscribeRequest{SubscriptionId: id, Request: &confettipb.SubscribeRequest_Start{Start: start}})
 }
 
 func (m *many) send(req *confettipb.SubscribeRequest) {
@@ -369,6 +373,51 @@ func TestSlowManyStreamNeitherDelaysOthersNorMissesAnything(t *testing.T) {
 	for _, m := range []*many{slow, fast} {
 		if err := m.failure(); err != nil && !errors.Is(err, context.Canceled) {
 			t.Fatal(err)
+		}
+	}
+}
+
+func TestManySubscriptionsResumeOnAnotherNodeByReplay(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	cli := f.shardOf(t, "acme")
+	ref, err := watchcheck.StartReference(context.Background(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Stop()
+	n1 := startNode(t, f.tc, "node-1", Config{})
+	n2 := startNode(t, f.tc, "node-2", Config{})
+	m1 := openMany(t, n1, false)
+	prefixes := [][]string{nil, {"kv/"}, {"svc/"}}
+	var streams []*watchcheck.Stream
+	for i := 0; i < 30; i++ {
+		streams = append(streams, m1.start(int64(i+1), "acme", prefixes[i%3], nil))
+	}
+	var last int64
+	for i := 0; i < 20; i++ {
+		last = put(t, cli, "acme", fmt.Sprintf("kv/k%d", i%4), fmt.Sprint(i))
+	}
+	waitAt(t, ref, last, streams...)
+	n1.stop()
+	testcluster.WaitFor(t, "node 1's stream to end", func() bool {
+		select {
+		case <-m1.done:
+			return true
+		default:
+			return false
+		}
+	})
+	// Written while no node serves them: node 2 replays it from history.
+	for i := 0; i < 20; i++ {
+		last = put(t, cli, "acme", fmt.Sprintf("kv/k%d", i%4), fmt.Sprint("after-", i))
+	}
+	m2 := openMany(t, n2, false)
+	for i, s := range streams {
+		m2.resume(int64(i+1), s, &confettipb.Start{Tenant: "acme", Prefixes: prefixes[i%3], Token: s.LastToken()})
+	}
+	for _, res := range waitAt(t, ref, last, streams...) {
+		if res.Resets != 1 || res.Resumes != 1 {
+			t.Fatalf("a subscription had %d resets and %d resumes, want the first Reset and one replay", res.Resets, res.Resumes)
 		}
 	}
 }
