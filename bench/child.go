@@ -572,36 +572,47 @@ func (c *child) stream(i int, addr string, token *string, resuming bool) (done b
 	s := &c.subs[i]
 	h := &cacheSub{c: c, i: i, token: token, resuming: resuming}
 	start := &confettipb.Start{Tenant: s.tenant.Name, Prefixes: []string{tickKey}, Token: *token}
-	if c.spec.StreamsPerConn > 1 {
-		ms, err := c.manyStream(addr, s.slot)
-		if err != nil {
-			return false, err
-		}
-		if err := <-ms.open(int64(i+1), start, h.handle); err != nil {
-			return false, err
-		}
-		return true, nil
-	}
-	cc, err := c.cacheConn(addr, s.slot)
-	if err != nil {
+	if err := c.subscription(i, addr, start, h.handle); err != nil {
 		return false, err
+	}
+	return true, nil
+}
+
+// subscription runs subscriber i's subscription at addr, handing every
+// message to handle, until handle reports the subscriber done (nil) or
+// the subscription ends (its error). With several subscriptions per
+// connection they share the connection's SubscribeMany stream, as etcd's
+// watchers share a Watch stream; with one, it is a Subscribe stream of
+// its own.
+func (c *child) subscription(i int, addr string, start *confettipb.Start, handle func(*confettipb.SubscribeResponse) bool) error {
+	slot := c.subs[i].slot
+	if c.spec.StreamsPerConn > 1 {
+		ms, err := c.manyStream(addr, slot)
+		if err != nil {
+			return err
+		}
+		return <-ms.open(int64(i+1), start, handle)
+	}
+	cc, err := c.cacheConn(addr, slot)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	st, err := confettipb.NewCacheClient(cc).Subscribe(ctx)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: start}}); err != nil {
-		return false, err
+		return err
 	}
 	for {
 		m, err := st.Recv()
 		if err != nil {
-			return false, err
+			return err
 		}
-		if h.handle(m) {
-			return true, nil
+		if handle(m) {
+			return nil
 		}
 	}
 }

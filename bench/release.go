@@ -203,33 +203,9 @@ func (c *child) subscribeRelease(i int) {
 		}
 	}
 	defer finish()
-	cc, err := c.cacheConn(addr, s.slot)
-	if err != nil {
-		c.fail(err)
-		c.markReady(i)
-		return
-	}
-	st, err := confettipb.NewCacheClient(cc).Subscribe(c.ctx)
-	if err == nil {
-		err = st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{
-			Tenant: t.Name, Prefixes: []string{"cfg/" + c.spec.Item, blobKey}, Identity: &confettipb.Identity{InstanceId: id},
-		}}})
-	}
-	if err != nil {
-		c.fail(err)
-		c.markReady(i)
-		return
-	}
 	itemKey := "cfg/" + c.spec.Item
-	for {
-		m, err := st.Recv()
-		if err != nil {
-			if !s.ready {
-				c.fail(err)
-				c.markReady(i)
-			}
-			return
-		}
+	start := &confettipb.Start{Tenant: t.Name, Prefixes: []string{itemKey, blobKey}, Identity: &confettipb.Identity{InstanceId: id}}
+	err := c.subscription(i, addr, start, func(m *confettipb.SubscribeResponse) bool {
 		if r := m.GetReset_(); r != nil && r.Last {
 			c.markReady(i)
 		}
@@ -257,5 +233,10 @@ func (c *child) subscribeRelease(i int) {
 		if s.got > 0 && (!affected || s.doneAt != 0) {
 			finish()
 		}
+		return false
+	})
+	if err != nil && !s.ready {
+		c.fail(err)
+		c.markReady(i)
 	}
 }

@@ -376,8 +376,12 @@ func (g *group) dispatchMoves(batch []pendingTxn) {
 			})
 		}
 		for j, mv := range p.moves {
+			bySink := map[*sink][]*member{}
 			for _, m := range mv.members {
-				g.queueLocked(m.sub.sink, moves[j], m)
+				bySink[m.sub.sink] = append(bySink[m.sub.sink], m)
+			}
+			for k, ms := range bySink {
+				g.queueLocked(k, moves[j], ms...)
 			}
 		}
 		g.mu.Unlock()
