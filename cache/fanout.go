@@ -317,7 +317,7 @@ func (g *group) dispatchShared(batch []pendingTxn) {
 	g.mu.Lock()
 	for _, ms := range g.bySink {
 		for _, m := range ms {
-			if m.left == 0 && m.joined >= first && m.joined < last && middle[m.joined] == nil {
+			if (m.left == 0 || m.left > last) && m.joined >= first && m.joined < last && middle[m.joined] == nil {
 				if middle == nil {
 					middle = map[int64]*outMsg{}
 				}
@@ -333,10 +333,12 @@ func (g *group) dispatchShared(batch []pendingTxn) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	// A member a release change after this batch moves (its move is
+	// pending) still gets the batch.
 	var late []*member
 	g.queueAllLocked(shared, func(m *member) bool {
 		switch {
-		case m.left != 0 || m.joined >= last:
+		case m.left != 0 && m.left <= last || m.joined >= last:
 			return false
 		case m.joined >= first:
 			late = append(late, m)

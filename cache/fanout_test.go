@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -222,4 +223,40 @@ func TestSubscriptionLimits(t *testing.T) {
 		defer n.c.mu.RUnlock()
 		return len(n.c.subs["acme"]) == 1
 	})
+}
+
+// A release change published after a batch was taken marks the members
+// it moves before the batch is queued; they must still get the batch,
+// since their move comes after it.
+func TestMemberMovedByALaterTransactionStillGetsTheBatchBeforeIt(t *testing.T) {
+	g := &group{
+		tenant:   "acme",
+		tokenFor: func(rev int64, _ view) string { return fmt.Sprint(rev) },
+		metrics:  newMetrics(prometheus.NewRegistry()),
+		bySink:   map[*sink][]*member{},
+		wake:     make(chan struct{}, 1),
+	}
+	k := newSink(nil, true, 8)
+	stay, moved := newMember(&subscription{sink: k, sid: 1}), newMember(&subscription{sink: k, sid: 2})
+	for _, m := range []*member{stay, moved} {
+		g.join(m, 10)
+		g.release(m)
+	}
+	g.publish(pendingTxn{txn: &confettipb.Txn{Revision: 11, Events: []*confettipb.Event{{Kv: &confettipb.KeyValue{Key: "kv/a"}}}}})
+	// The shard partitions the group for revision 12 (under its lock)
+	// while the group's goroutine is about to queue the batch of 11.
+	g.mu.Lock()
+	g.pending, moved.left = nil, 12
+	g.mu.Unlock()
+	g.dispatchShared([]pendingTxn{{txn: &confettipb.Txn{Revision: 11, Events: []*confettipb.Event{{Kv: &confettipb.KeyValue{Key: "kv/a"}}}}}})
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.q) != 1 || len(k.q[0].subs) != 2 {
+		t.Fatalf("queued %d frames (%+v), want one naming both subscriptions", len(k.q), k.q)
+	}
+	for _, m := range []*member{stay, moved} {
+		if m.rev != 11 {
+			t.Fatalf("subscription %d is at revision %d after the batch, want 11", m.sub.sid, m.rev)
+		}
+	}
 }

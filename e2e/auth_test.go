@@ -325,6 +325,22 @@ func TestAuthSubscriptionsNeedAKeyOfTheirTenantAndEndWhenItIsRevoked(t *testing.
 		_, err = stream.Recv()
 		return stream, err
 	}
+	// The cache node learns of new keys through meta's watch; until then it
+	// answers that it does not know them.
+	for _, k := range []struct{ key, tenant string }{{reader, "acme"}, {globexReader, "globex"}} {
+		testcluster.WaitFor(t, "the cache node to know a new key", func() bool {
+			sctx, cancel := context.WithCancel(as(ctx, k.key))
+			defer cancel()
+			st, err := cacheCli.Subscribe(sctx)
+			if err == nil {
+				err = st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: k.tenant}}})
+			}
+			if err == nil {
+				_, err = st.Recv()
+			}
+			return err == nil
+		})
+	}
 	t.Run("without a key", func(t *testing.T) {
 		_, err := subscribe("", "acme")
 		wantCode(t, err, codes.Unauthenticated, "confetti tenant key create")
