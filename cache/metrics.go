@@ -8,6 +8,7 @@ type metrics struct {
 	eventsIn      prometheus.Counter
 	eventsOut     prometheus.Counter
 	bytesOut      prometheus.Counter
+	messagesOut   prometheus.Counter
 	watchRestarts *prometheus.CounterVec
 	revision      *prometheus.GaugeVec
 	historyEvents *prometheus.GaugeVec
@@ -33,11 +34,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		eventsOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "confetti", Subsystem: "cache", Name: "events_out_total",
-			Help: "Events sent to subscribers.",
+			Help: "Events sent, counted once for each subscription a message is for.",
 		}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "confetti", Subsystem: "cache", Name: "sent_bytes_total",
-			Help: "Bytes of subscription messages sent.",
+			Help: "Bytes of subscription messages, counted once for each subscription a message is for.",
+		}),
+		messagesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "stream_messages_total",
+			Help: "Messages written to subscription streams; on a SubscribeMany stream one message serves every subscription it names.",
 		}),
 		watchRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "confetti", Subsystem: "cache", Name: "watch_restarts_total",
@@ -61,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		lagging: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "confetti", Subsystem: "cache", Name: "lagging_total",
-			Help: "Subscribers whose queue filled up; each caught up from history or by a Reset.",
+			Help: "Subscriptions whose stream's queue filled up; each caught up from history or by a Reset.",
 		}),
 		fanoutLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "confetti", Subsystem: "cache", Name: "fanout_latency_seconds",
@@ -70,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.watchRestarts, m.revision, m.historyEvents, m.groups, m.resetEncodes, m.lagging, m.fanoutLatency)
+		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.messagesOut, m.watchRestarts, m.revision, m.historyEvents, m.groups, m.resetEncodes, m.lagging, m.fanoutLatency)
 	}
 	return m
 }

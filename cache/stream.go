@@ -143,6 +143,7 @@ func (k *sink) send(f frame, c *Cache) error {
 			s.delivered(f.msg)
 		}
 	}
+	c.metrics.messagesOut.Inc()
 	c.metrics.eventsOut.Add(float64(n * f.msg.events))
 	c.metrics.bytesOut.Add(float64(n * len(f.msg.body)))
 	return nil
