@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -86,14 +87,51 @@ func (c *checked) waitRevision(t *testing.T, ref *watchcheck.Reference, rev int6
 	return c.check(t, ref)
 }
 
-func TestSubscribersOfOneViewShareAGroup(t *testing.T) {
-	f := newFixture(t, 1, "acme")
-	cli := f.shardOf(t, "acme")
+// startReference starts a reference watcher of cli's etcd, stopped when
+// the test ends.
+func startReference(t *testing.T, cli *clientv3.Client) *watchcheck.Reference {
+	t.Helper()
 	ref, err := watchcheck.StartReference(context.Background(), cli)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ref.Stop()
+	t.Cleanup(ref.Stop)
+	return ref
+}
+
+// writeLarge puts 240 values of 64 KiB from four writers, far more than a
+// client's flow-control window and a small queue hold, and returns the
+// last revision written.
+func writeLarge(t *testing.T, cli *clientv3.Client) int64 {
+	t.Helper()
+	value := strings.Repeat("v", 64<<10)
+	var wg sync.WaitGroup
+	var last int64
+	var mu sync.Mutex
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				resp, err := cli.Put(context.Background(), keys.Tenant("acme")+fmt.Sprintf("kv/w%d/%d", w, i%10), fmt.Sprintf("%d:%s", i, value))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				last = max(last, resp.Header.Revision)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return last
+}
+
+func TestSubscribersOfOneViewShareAGroup(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	cli := f.shardOf(t, "acme")
+	ref := startReference(t, cli)
 	n := startNode(t, f.tc, "node", Config{})
 	var subs []*checked
 	for i := 0; i < 20; i++ {
@@ -122,37 +160,11 @@ func TestSubscribersOfOneViewShareAGroup(t *testing.T) {
 func TestSlowSubscriberNeitherDelaysOthersNorMissesAnything(t *testing.T) {
 	f := newFixture(t, 1, "acme")
 	cli := f.shardOf(t, "acme")
-	ref, err := watchcheck.StartReference(context.Background(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Stop()
+	ref := startReference(t, cli)
 	n := startNode(t, f.tc, "node", Config{SubscriberQueue: 4, HistoryMaxEvents: 50})
 	slow := subscribeChecked(t, n, "acme", nil, true)
 	fast := subscribeChecked(t, n, "acme", nil, false)
-
-	// Far more than the slow client's flow-control window and queue hold.
-	value := strings.Repeat("v", 64<<10)
-	var wg sync.WaitGroup
-	var last int64
-	var mu sync.Mutex
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 60; i++ {
-				resp, err := cli.Put(context.Background(), keys.Tenant("acme")+fmt.Sprintf("kv/w%d/%d", w, i%10), fmt.Sprintf("%d:%s", i, value))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				last = max(last, resp.Header.Revision)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	last := writeLarge(t, cli)
 	// The fast subscriber has everything while the slow one reads nothing.
 	res := fast.waitRevision(t, ref, last)
 	if res.Resets != 1 {

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/confetti-io/confetti/api/confettipb"
-	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/testcluster"
 	"github.com/confetti-io/confetti/internal/watchcheck"
 )
@@ -182,11 +181,7 @@ func waitReleased(t *testing.T, n *node) {
 func TestManySubscriptionsOverOneStreamKeepTheContractAndShareMessages(t *testing.T) {
 	f := newFixture(t, 1, "acme", "beta")
 	cli := f.shardOf(t, "acme")
-	ref, err := watchcheck.StartReference(context.Background(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Stop()
+	ref := startReference(t, cli)
 	const item = "app.json"
 	for v := int64(1); v <= 2; v++ {
 		publishVersion(t, cli, "acme", item, v, content(item, v))
@@ -259,11 +254,7 @@ func TestManySubscriptionsOverOneStreamKeepTheContractAndShareMessages(t *testin
 func TestSubscribeManyEndsOneSubscriptionNotTheStream(t *testing.T) {
 	f := newFixture(t, 1, "acme")
 	cli := f.shardOf(t, "acme")
-	ref, err := watchcheck.StartReference(context.Background(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Stop()
+	ref := startReference(t, cli)
 	n := startNode(t, f.tc, "node", Config{MaxSubscriptionsPerConn: 3})
 	m := openMany(t, n, false)
 	good := m.start(1, "acme", []string{"kv/"}, nil)
@@ -327,11 +318,7 @@ func TestSubscribeManyEndsOneSubscriptionNotTheStream(t *testing.T) {
 func TestSlowManyStreamNeitherDelaysOthersNorMissesAnything(t *testing.T) {
 	f := newFixture(t, 1, "acme")
 	cli := f.shardOf(t, "acme")
-	ref, err := watchcheck.StartReference(context.Background(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Stop()
+	ref := startReference(t, cli)
 	n := startNode(t, f.tc, "node", Config{SubscriberQueue: 4, HistoryMaxEvents: 50})
 	slow, fast := openMany(t, n, true), openMany(t, n, false)
 	var slows, fasts []*watchcheck.Stream
@@ -339,27 +326,7 @@ func TestSlowManyStreamNeitherDelaysOthersNorMissesAnything(t *testing.T) {
 		slows = append(slows, slow.start(i, "acme", nil, nil))
 		fasts = append(fasts, fast.start(i, "acme", nil, nil))
 	}
-	value := strings.Repeat("v", 64<<10)
-	var wg sync.WaitGroup
-	var last int64
-	var mu sync.Mutex
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 60; i++ {
-				resp, err := cli.Put(context.Background(), keys.Tenant("acme")+fmt.Sprintf("kv/w%d/%d", w, i%10), fmt.Sprintf("%d:%s", i, value))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				last = max(last, resp.Header.Revision)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	last := writeLarge(t, cli)
 	for _, res := range waitAt(t, ref, last, fasts...) {
 		if res.Resets != 1 {
 			t.Fatalf("a subscription of the fast stream was reset %d times", res.Resets)
@@ -380,11 +347,7 @@ func TestSlowManyStreamNeitherDelaysOthersNorMissesAnything(t *testing.T) {
 func TestManySubscriptionsResumeOnAnotherNodeByReplay(t *testing.T) {
 	f := newFixture(t, 1, "acme")
 	cli := f.shardOf(t, "acme")
-	ref, err := watchcheck.StartReference(context.Background(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Stop()
+	ref := startReference(t, cli)
 	n1 := startNode(t, f.tc, "node-1", Config{})
 	n2 := startNode(t, f.tc, "node-2", Config{})
 	m1 := openMany(t, n1, false)

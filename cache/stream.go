@@ -149,22 +149,22 @@ func (k *sink) send(f frame, c *Cache) error {
 	return nil
 }
 
-// enter counts an open stream; the returned func ends it.
-func (c *Cache) enter() (func(), error) {
+// enter counts an open stream and returns its context, also ended when
+// the node closes; the returned func ends both.
+func (c *Cache) enter(stream grpc.ServerStream) (context.Context, func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	c.subsWG.Add(1)
-	return c.subsWG.Done, nil
-}
-
-// streamContext is a stream's context, also ended when the node closes.
-func (c *Cache) streamContext(stream grpc.ServerStream) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(stream.Context())
 	stop := context.AfterFunc(c.ctx, cancel)
-	return ctx, func() { stop(); cancel() }
+	return ctx, func() {
+		stop()
+		cancel()
+		c.subsWG.Done()
+	}, nil
 }
 
 // peerAddr names a stream's client connection.
@@ -187,12 +187,12 @@ func endStatus(err error) error {
 // Subscribe serves one subscription: a Reset or a replay from the token,
 // then Events and Progress until the client goes away.
 func (c *Cache) Subscribe(stream confettipb.Cache_SubscribeServer) error {
-	done, err := c.enter()
+	ctx, end, err := c.enter(stream)
 	if err != nil {
 		return rpcerr.Status(err)
 	}
-	defer done()
-	ctx, cancel := c.streamContext(stream)
+	defer end()
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	req, err := stream.Recv()
@@ -261,13 +261,12 @@ func (c *Cache) start(ctx context.Context, k *sink, sid int64, start *confettipb
 // Each runs as a Subscribe would; the group messages of subscriptions
 // sharing a view go out once, naming all of them.
 func (c *Cache) SubscribeMany(stream confettipb.Cache_SubscribeManyServer) error {
-	done, err := c.enter()
+	ctx, end, err := c.enter(stream)
 	if err != nil {
 		return rpcerr.Status(err)
 	}
-	defer done()
-	ctx, cancel := c.streamContext(stream)
-	defer cancel()
+	defer end()
+	ctx, cancel := context.WithCancel(ctx)
 
 	m := &mux{c: c, ctx: ctx, sink: newSink(stream, true, c.cfg.SubscriberQueue), conn: peerAddr(ctx), subs: map[int64]*muxSub{}}
 	defer m.wg.Wait()
