@@ -65,6 +65,10 @@ type FanoutResult struct {
 	// EtcdWatchers is the watchers the run added in the etcd shards while
 	// its subscribers were connected.
 	EtcdWatchers int `json:"etcd_watchers"`
+	// EtcdSentPerUpdate is the bytes of gRPC responses the etcd servers
+	// encoded per update sent, watch responses included: what the
+	// subscribers cost etcd.
+	EtcdSentPerUpdate float64 `json:"etcd_sent_bytes_per_update"`
 	// P99VsFloor and P99VsEtcd are the p99 latency over that of floor and
 	// of etcd in the same run (0: not measured).
 	P99VsFloor float64 `json:"p99_vs_floor,omitempty"`
@@ -243,7 +247,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 	res.EtcdWatchers = etcdWatchers() - e.baseWatchers
 
 	bar := startProgress(cfg.Progress, fmt.Sprintf("%s %s N=%d streams/conn=%d", scenario, name, n, perConn), cfg.Warmup+cfg.Updates)
-	cpu0 := cpuTime()
+	cpu0, sent0 := cpuTime(), etcdSentBytes()
 	start := time.Now()
 	for u := range cfg.Warmup + cfg.Updates {
 		at := start.Add(time.Duration(u) * cfg.Interval)
@@ -275,6 +279,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 	}
 	results, err := cs.results()
 	serverCPU := cpuTime() - cpu0
+	res.EtcdSentPerUpdate = (etcdSentBytes() - sent0) / float64(cfg.Warmup+cfg.Updates)
 	if err != nil {
 		return res, err
 	}

@@ -52,11 +52,11 @@ func Markdown(r *Results) string {
 			ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
 			ratio(f.P99VsFloor), ratio(f.P99VsEtcd), count(int64(f.EventsPerSec)),
 			us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub),
-			count(int64(f.EtcdWatchers)), strconv.Itoa(f.Restarts), delivered(f),
+			count(int64(f.EtcdWatchers)), byteSize(f.EtcdSentPerUpdate), strconv.Itoa(f.Restarts), delivered(f),
 		})
 	}
-	table(&b, "Fan-out", "lrrrrlrrrrrrrrrrrrrl", []string{"scenario", "N", "streams/conn", "conns", "procs", "target", "p50", "p99", "p99.9", "max",
-		"p99/floor", "p99/etcd", "events/s", "server CPU/event", "client CPU/event", "server RSS/sub", "server heap/sub", "etcd watchers", "watch restarts", "delivered"}, rows)
+	table(&b, "Fan-out", "lrrrrlrrrrrrrrrrrrrrl", []string{"scenario", "N", "streams/conn", "conns", "procs", "target", "p50", "p99", "p99.9", "max",
+		"p99/floor", "p99/etcd", "events/s", "server CPU/event", "client CPU/event", "server RSS/sub", "server heap/sub", "etcd watchers", "etcd sent/update", "watch restarts", "delivered"}, rows)
 	rows = nil
 	for _, x := range r.Resume {
 		rows = append(rows, []string{
@@ -122,9 +122,9 @@ func table(b *strings.Builder, title, align string, header []string, rows [][]st
 }
 
 func fanoutLine(f FanoutResult) string {
-	return fmt.Sprintf("%s %-9s N=%d streams/conn=%d conns=%d procs=%d  p50=%s p99=%s p99.9=%s max=%s  events/s=%s  server cpu/event=%s client cpu/event=%s  server rss/sub=%s heap/sub=%s  etcd watchers=%d restarts=%d  delivered=%s",
+	return fmt.Sprintf("%s %-9s N=%d streams/conn=%d conns=%d procs=%d  p50=%s p99=%s p99.9=%s max=%s  events/s=%s  server cpu/event=%s client cpu/event=%s  server rss/sub=%s heap/sub=%s  etcd watchers=%d sent/update=%s restarts=%d  delivered=%s",
 		f.Scenario, f.Target, f.N, f.StreamsPerConn, f.Conns, f.Procs, ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
-		count(int64(f.EventsPerSec)), us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub), f.EtcdWatchers, f.Restarts, delivered(f))
+		count(int64(f.EventsPerSec)), us(f.ServerCPUPerEvent), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub), f.EtcdWatchers, byteSize(f.EtcdSentPerUpdate), f.Restarts, delivered(f))
 }
 
 func resumeLine(x ResumeResult) string {

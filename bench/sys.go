@@ -83,18 +83,26 @@ func raiseOpenFiles() uint64 {
 // etcdWatchers reads etcd's watcher gauge, which every etcd server
 // embedded in this process shares through the default Prometheus
 // registry: the sum of their watchers, or -1 when it is not registered.
-func etcdWatchers() int {
+func etcdWatchers() int { return int(etcdMetric("etcd_debugging_mvcc_watcher_total")) }
+
+// etcdSentBytes reads the bytes of every gRPC response the embedded etcd
+// servers encoded (watch responses included), or -1.
+func etcdSentBytes() float64 { return etcdMetric("etcd_network_client_grpc_sent_bytes_total") }
+
+// etcdMetric sums a gauge or counter of the default registry, or -1 when
+// it is not registered.
+func etcdMetric(name string) float64 {
 	families, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
 		return -1
 	}
 	for _, f := range families {
-		if f.GetName() == "etcd_debugging_mvcc_watcher_total" {
+		if f.GetName() == name {
 			total := 0.0
 			for _, m := range f.GetMetric() {
-				total += m.GetGauge().GetValue()
+				total += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 			}
-			return int(total)
+			return total
 		}
 	}
 	return -1
