@@ -304,7 +304,8 @@ func (g *group) dispatch() {
 
 // dispatchShared sends a batch with no release change: one message for
 // every member (and its own to a member that joined in the middle).
-// Moved members have left before the batch and get nothing.
+// Members a release change before the batch moved get nothing; those a
+// later one moves (their move is pending) get the batch first.
 func (g *group) dispatchShared(batch []pendingTxn) {
 	first, last := batch[0].txn.Revision, batch[len(batch)-1].txn.Revision
 	shared, err := g.encode(batch, 0)
@@ -317,7 +318,7 @@ func (g *group) dispatchShared(batch []pendingTxn) {
 	g.mu.Lock()
 	for _, ms := range g.bySink {
 		for _, m := range ms {
-			if (m.left == 0 || m.left > last) && m.joined >= first && m.joined < last && middle[m.joined] == nil {
+			if (m.left == 0 || m.left > last) && m.joined >= first && m.joined < last {
 				if middle == nil {
 					middle = map[int64]*outMsg{}
 				}
@@ -333,8 +334,6 @@ func (g *group) dispatchShared(batch []pendingTxn) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	// A member a release change after this batch moves (its move is
-	// pending) still gets the batch.
 	var late []*member
 	g.queueAllLocked(shared, func(m *member) bool {
 		switch {

@@ -28,12 +28,9 @@ type subscription struct {
 	codec    *tokenCodec
 	start    time.Time
 
-	// rev is the revision of the last token queued: the revision the
-	// subscriber's state reflects once it has applied what it got. view
-	// is the subscriber's resolution of its items at rev, and viewHash
-	// its hash with the prefixes. Only the subscription's goroutine
-	// touches them.
-	rev      int64
+	// view is the subscriber's resolution of its items at the revision
+	// of the last token queued for it, and viewHash its hash with the
+	// prefixes. Only the subscription's goroutine touches them.
 	view     view
 	viewHash uint64
 
@@ -124,7 +121,6 @@ func (s *subscription) serve(ctx context.Context, pos *position) error {
 		}
 		s.shard.detach(g, m)
 		rev, v := g.position(m)
-		s.rev = rev
 		s.setView(v)
 		from, reason, token = rev, "", nil
 	}
@@ -280,7 +276,6 @@ func (s *subscription) reset(ctx context.Context, reason string, tr *tree, items
 			return err
 		}
 	}
-	s.rev = rev
 	return nil
 }
 
@@ -372,7 +367,6 @@ func (s *subscription) send(ctx context.Context, m *confettipb.SubscribeResponse
 	if err := s.sink.put(ctx, frame{msg: msg, sub: s}); err != nil {
 		return err
 	}
-	s.rev = rev
 	return nil
 }
 
