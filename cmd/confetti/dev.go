@@ -484,7 +484,7 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 	row("shard proxy", proxy.GRPC, "gRPC: Tenants, Shards, KV, Leases, Releases")
 	row("proxy HTTP", "http://"+proxy.Gateway, "HTTP/JSON: /v1/tenants, /v1/tenants/{tenant}/kv/{key}, ...")
 	for i, c := range caches {
-		row(fmt.Sprintf("cache %d", i), c.GRPC, "gRPC: Cache (Subscribe, Range, Status)")
+		row(fmt.Sprintf("cache %d", i), c.GRPC, "gRPC: Cache (Subscribe, SubscribeMany, Range, Status)")
 	}
 	row("gateway", "http://"+gw.addr, "HTTP: routes of tenant demo, /__confetti/status")
 	for i, addr := range gw.backends {
