@@ -565,9 +565,7 @@ func (c *child) subscribeCache(i int) {
 
 // stream runs subscriber i's subscription at addr from *token, keeping
 // *token current, until the subscriber has everything (done) or the
-// stream fails. With several subscriptions per connection they share the
-// connection's SubscribeMany stream, as etcd's watchers share a Watch
-// stream; with one, it is a Subscribe stream of its own.
+// subscription ends.
 func (c *child) stream(i int, addr string, token *string, resuming bool) (done bool, err error) {
 	s := &c.subs[i]
 	h := &cacheSub{c: c, i: i, token: token, resuming: resuming}
