@@ -30,8 +30,8 @@ import (
 // instead of doing what it normally does.
 const ChildEnv = "CONFETTI_BENCH_CHILD"
 
-// tickKey is the key, relative to its tenant, every update is written to.
-const tickKey = "kv/tick"
+// tickKey is the plain key of its tenant every update is written to.
+const tickKey = "tick"
 
 // The modes of a subscriber process.
 const (
@@ -662,8 +662,8 @@ func (h *cacheSub) handle(m *confettipb.SubscribeResponse) bool {
 		if h.resuming && s.resumed == "" {
 			s.resumed = "events"
 		}
-		*h.token = m.GetEvents().GetToken()
 		for _, t := range m.GetEvents().GetTxns() {
+			*h.token = t.GetToken()
 			for _, ev := range t.Events {
 				if c.deliver(i, ev.Kv.Value) {
 					return true

@@ -124,7 +124,7 @@ func (e *fanoutEnv) putEtcd(ctx context.Context, t meta.Tenant, value string) er
 	if err != nil {
 		return err
 	}
-	_, err = cli.Put(ctx, keys.KV(t.Name)+"tick", value)
+	_, err = cli.Put(ctx, keys.KV(t.Name)+tickKey, value)
 	return err
 }
 
@@ -217,7 +217,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 
 	base := childSpec{Mode: modeFanout, Target: name, StreamsPerConn: perConn, DrainTimeout: cfg.DrainTimeout}
 	for i, t := range e.tenants {
-		base.Tenants = append(base.Tenants, childTenant{Name: t.Name, Key: keys.KV(t.Name) + "tick", Addrs: tg.addrs(t), Expect: expect[i]})
+		base.Tenants = append(base.Tenants, childTenant{Name: t.Name, Key: keys.KV(t.Name) + tickKey, Addrs: tg.addrs(t), Expect: expect[i]})
 	}
 	specs := splitSpecs(base, n, procs)
 	for _, s := range specs {

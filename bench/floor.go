@@ -104,15 +104,14 @@ func (f *Floor) send(stream interface {
 	}
 }
 
-// Publish queues value, as the key kv/tick, to every subscriber of
+// Publish queues value, as the key tick, to every subscriber of
 // tenant; a stream whose queue is full misses it.
 func (f *Floor) Publish(tenant, value string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rev++
 	ev := &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{
-		Txns:  []*confettipb.Txn{{Revision: f.rev, Events: []*confettipb.Event{{Type: confettipb.Event_PUT, Kv: &confettipb.KeyValue{Key: tickKey, Value: []byte(value), ModRevision: f.rev}}}}},
-		Token: "floor",
+		Txns: []*confettipb.Txn{{Revision: f.rev, Token: "floor", Events: []*confettipb.Event{{Type: confettipb.Event_PUT, Kv: &confettipb.KeyValue{Key: tickKey, Value: []byte(value), ModRevision: f.rev}}}}},
 	}}
 	for ch, ids := range f.subs[tenant] {
 		select {

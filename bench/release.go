@@ -20,7 +20,7 @@ import (
 // The release scenario's item and plain key, relative to the tenant.
 const (
 	releaseItem = "app"
-	blobKey     = "kv/blob"
+	blobKey     = "blob"
 )
 
 // ReleaseResult is one release run: N gateways (subscribers with instance
@@ -115,7 +115,7 @@ func (h *harness) runRelease(ctx context.Context, e *fanoutEnv, n, perConn int) 
 	b0 := sentBytes(node.reg)
 	value := updateValue(1, time.Now())
 	value += "|" + strings.Repeat("x", max(0, size-len(value)-1))
-	if _, err := cli.Put(rctx, keys.Tenant(t.Name)+blobKey, value); err != nil {
+	if _, err := cli.Put(rctx, keys.KV(t.Name)+blobKey, value); err != nil {
 		return res, err
 	}
 	if err := cs.expect("mark"); err != nil {
@@ -203,8 +203,7 @@ func (c *child) subscribeRelease(i int) {
 		}
 	}
 	defer finish()
-	itemKey := "cfg/" + c.spec.Item
-	start := &confettipb.Start{Tenant: t.Name, Prefixes: []string{itemKey, blobKey}, Identity: &confettipb.Identity{InstanceId: id}}
+	start := &confettipb.Start{Tenant: t.Name, Prefixes: []string{blobKey}, Items: []string{c.spec.Item}, Identity: &confettipb.Identity{InstanceId: id}}
 	err := c.subscription(i, addr, start, func(m *confettipb.SubscribeResponse) bool {
 		if r := m.GetReset_(); r != nil && r.Last {
 			c.markReady(i)
@@ -212,8 +211,8 @@ func (c *child) subscribeRelease(i int) {
 		now := time.Now()
 		for _, tx := range m.GetEvents().GetTxns() {
 			for _, ev := range tx.Events {
-				switch ev.Kv.Key {
-				case blobKey:
+				switch {
+				case ev.Kv.GetKind() == confettipb.KeyValue_KEY && ev.Kv.Key == blobKey:
 					v, _, _ := strings.Cut(string(ev.Kv.Value), "|")
 					if seq, at, ok := parseValue([]byte(v)); ok && seq > s.last {
 						s.last, s.got = seq, s.got+1
@@ -223,7 +222,7 @@ func (c *child) subscribeRelease(i int) {
 							c.marked.Done()
 						}
 					}
-				case itemKey:
+				case ev.Kv.GetKind() == confettipb.KeyValue_ITEM && ev.Kv.Key == c.spec.Item:
 					if ev.Kv.GetItem().GetVersion() == c.spec.GrayVersion && s.doneAt == 0 {
 						s.doneAt = now.UnixNano()
 					}

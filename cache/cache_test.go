@@ -87,6 +87,20 @@ type subscriber struct {
 	stream       confettipb.Cache_SubscribeClient
 }
 
+// scopeStart and relKey speak the tests' notation of scopes and keys.
+var (
+	scopeStart = testcluster.ScopeStart
+	relKey     = testcluster.RelativeKey
+)
+
+// lastToken is the token an Events message leaves its subscriber at.
+func lastToken(ev *confettipb.Events) string {
+	if len(ev.Txns) == 0 {
+		return ""
+	}
+	return ev.Txns[len(ev.Txns)-1].Token
+}
+
 func subscribe(t *testing.T, n *node, tenant string, prefixes []string, token string) *subscriber {
 	t.Helper()
 	return subscribeAs(t, n, tenant, prefixes, token, nil)
@@ -100,9 +114,9 @@ func subscribeAs(t *testing.T, n *node, tenant string, prefixes []string, token 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{
-		Tenant: tenant, Prefixes: prefixes, Token: token, Identity: id,
-	}}}); err != nil {
+	start := scopeStart(tenant, prefixes, id)
+	start.Token = token
+	if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: start}}); err != nil {
 		t.Fatal(err)
 	}
 	s := &subscriber{t: t, cancel: cancel, done: make(chan struct{}), state: map[string]string{}, seen: map[string]bool{}, token: token,
@@ -152,9 +166,9 @@ func (s *subscriber) apply(m *confettipb.SubscribeResponse) {
 			s.pendingItems = map[string]*confettipb.ItemRef{}
 		}
 		for _, kv := range r.Reset_.Kvs {
-			s.pending[kv.Key] = string(kv.Value)
+			s.pending[relKey(kv)] = string(kv.Value)
 			if kv.Item != nil {
-				s.pendingItems[kv.Key] = kv.Item
+				s.pendingItems[relKey(kv)] = kv.Item
 			}
 		}
 		if r.Reset_.Last {
@@ -170,24 +184,25 @@ func (s *subscriber) apply(m *confettipb.SubscribeResponse) {
 			}
 			s.rev = tx.Revision
 			for _, ev := range tx.Events {
-				id := fmt.Sprintf("%s@%d", ev.Kv.Key, ev.Kv.ModRevision)
+				key := relKey(ev.Kv)
+				id := fmt.Sprintf("%s@%d", key, ev.Kv.ModRevision)
 				if ev.Type == confettipb.Event_PUT {
 					if s.seen[id] {
 						s.fail("unique: %s delivered twice", id)
 					}
 					s.seen[id] = true
-					s.state[ev.Kv.Key] = string(ev.Kv.Value)
+					s.state[key] = string(ev.Kv.Value)
 					if ev.Kv.Item != nil {
-						s.items[ev.Kv.Key] = ev.Kv.Item
+						s.items[key] = ev.Kv.Item
 					}
 				} else {
-					delete(s.state, ev.Kv.Key)
-					delete(s.items, ev.Kv.Key)
+					delete(s.state, key)
+					delete(s.items, key)
 				}
 				s.events = append(s.events, ev)
 			}
 		}
-		s.token = r.Events.Token
+		s.token = lastToken(r.Events)
 	case *confettipb.SubscribeResponse_Progress:
 		s.token = r.Progress.Token
 	}
@@ -334,7 +349,7 @@ func TestSubscribeResetEventsIsolationAndResume(t *testing.T) {
 		t.Fatalf("resume on another node: %d resets, want a replay", resets)
 	}
 	resumed.mu.Lock()
-	if len(resumed.events) != 1 || resumed.events[0].Kv.Key != "kv/routes/5" {
+	if len(resumed.events) != 1 || relKey(resumed.events[0].Kv) != "kv/routes/5" {
 		t.Fatalf("replay after the token delivered %v, want only kv/routes/5", resumed.events)
 	}
 	resumed.mu.Unlock()
@@ -349,13 +364,13 @@ func TestTokenOfAnotherTenantOrForgedIsRejected(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, tenant, token string
-		prefixes            []string
+		items               []string
 		wantMsg             string
 	}{
 		{name: "another tenant", tenant: "globex", token: token, wantMsg: "issued for tenant"},
 		{name: "truncated", tenant: "acme", token: token[:len(token)/2], wantMsg: "invalid resume token"},
 		{name: "forged", tenant: "acme", token: "AQRhY21lAnMxAQIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", wantMsg: "invalid resume token"},
-		{name: "bad prefix", tenant: "acme", prefixes: []string{"fence"}, wantMsg: "must start with"},
+		{name: "bad item", tenant: "acme", items: []string{"a/b"}, wantMsg: "not an item name"},
 		{name: "unknown tenant", tenant: "nobody", wantMsg: "tenant not found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -363,7 +378,7 @@ func TestTokenOfAnotherTenantOrForgedIsRejected(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tc.tenant, Token: tc.token, Prefixes: tc.prefixes}}})
+			stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tc.tenant, Token: tc.token, Items: tc.items}}})
 			_, err = stream.Recv()
 			want := codes.InvalidArgument
 			if tc.name == "unknown tenant" {

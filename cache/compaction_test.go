@@ -156,7 +156,7 @@ func TestCompactionUnderLoadNeverReachesSubscribers(t *testing.T) {
 			}
 		}
 	}()
-	rs := watchcheck.NewStreamAs("acme", nil, ids[3])
+	rs := watchcheck.NewStream(&confettipb.Start{Tenant: "acme", Identity: ids[3]})
 	go func() {
 		defer others.Done()
 		reconnectErr = reconnecting(wctx, t, nodes, "acme", ids[3], rs, 7)

@@ -66,7 +66,7 @@ func TestThousandSubscribersFailOverByReplay(t *testing.T) {
 	var wg sync.WaitGroup
 	subs := make([]*failoverSubscriber, count)
 	for i := range subs {
-		subs[i] = &failoverSubscriber{stream: watchcheck.NewStream("acme", nil)}
+		subs[i] = &failoverSubscriber{stream: watchcheck.NewStream(&confettipb.Start{Tenant: "acme"})}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

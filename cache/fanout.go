@@ -393,7 +393,8 @@ func (g *group) dispatchMoves(batch []pendingTxn) {
 // view.
 func (g *group) encodeMove(mv *move) (*outMsg, error) {
 	rev := mv.txn.Revision
-	ev := &confettipb.Events{Txns: []*confettipb.Txn{mv.txn}, Token: g.tokenFor(rev, mv.view)}
+	mv.txn.Token = g.tokenFor(rev, mv.view)
+	ev := &confettipb.Events{Txns: []*confettipb.Txn{mv.txn}}
 	msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}, rev)
 	if err != nil {
 		return nil, err
@@ -426,18 +427,20 @@ func (g *group) bookmark() {
 }
 
 // encode builds one Events message of the batch's transactions after
-// rev.
+// rev, each with the group's token at its revision.
 func (g *group) encode(batch []pendingTxn, after int64) (*outMsg, error) {
 	ev := &confettipb.Events{}
 	n := 0
 	for _, p := range batch {
 		if p.txn.Revision > after {
+			if p.txn.Token == "" {
+				p.txn.Token = g.token(p.txn.Revision)
+			}
 			ev.Txns = append(ev.Txns, p.txn)
 			n += len(p.txn.Events)
 		}
 	}
 	last := batch[len(batch)-1].txn.Revision
-	ev.Token = g.token(last)
 	msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: ev}}, last)
 	if err != nil {
 		return nil, err

@@ -43,10 +43,11 @@ func subscribeCheckedAs(t *testing.T, n *node, tenant string, prefixes []string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tenant, Prefixes: prefixes, Identity: id}}}); err != nil {
+	start := scopeStart(tenant, prefixes, id)
+	if err := st.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: start}}); err != nil {
 		t.Fatal(err)
 	}
-	c := &checked{stream: watchcheck.NewStreamAs(tenant, prefixes, id), cancel: cancel, done: make(chan error, 1), gate: make(chan struct{})}
+	c := &checked{stream: watchcheck.NewStream(start), cancel: cancel, done: make(chan error, 1), gate: make(chan struct{})}
 	if !gated {
 		close(c.gate)
 	}

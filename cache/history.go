@@ -13,8 +13,11 @@ type txn struct {
 
 type event struct {
 	tenant string
-	// ev.Kv.Key is relative to the tenant (for example "kv/routes/1").
-	ev *confettipb.Event
+	// key is the event's key relative to the tenant (for example
+	// "kv//routes/1"), which subscriptions' scopes match; ev names it as
+	// subscribers receive it (keys.Public).
+	key string
+	ev  *confettipb.Event
 	// cfg is set on a change of an item's release record.
 	cfg *cfgChange
 }

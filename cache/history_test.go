@@ -9,7 +9,7 @@ import (
 func mkTxn(rev int64, n int) txn {
 	t := txn{rev: rev}
 	for i := 0; i < n; i++ {
-		t.add("acme", &confettipb.Event{Kv: &confettipb.KeyValue{Key: "kv/k", Value: make([]byte, 52), ModRevision: rev}}, nil)
+		t.add("acme", "kv/k", &confettipb.Event{Kv: &confettipb.KeyValue{Key: "kv/k", Value: make([]byte, 52), ModRevision: rev}}, nil)
 	}
 	return t
 }

@@ -15,8 +15,8 @@ import (
 
 // Config items reach subscribers resolved: the physical keys of an item
 // (cfg/<item>/v/<version>, cfg/<item>/release and the item's schema and
-// release log) are never sent; a subscriber whose prefixes cover cfg/<item>
-// gets that one key, holding the content of the version its release
+// release log) are never sent; a subscriber that names the item gets one
+// key, the item's name with kind ITEM, holding the content of the version its release
 // resolves to for the subscriber's identity, with an ItemRef saying which.
 // A release change sends an event only to the subscribers whose resolved
 // version changed.
@@ -93,7 +93,7 @@ func stored(rel string, kv *confettipb.KeyValue) *confettipb.KeyValue {
 	if _, v, _, ok := cfgKey(rel); !ok || v == 0 {
 		return kv
 	}
-	return &confettipb.KeyValue{Key: kv.Key, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+	return &confettipb.KeyValue{Key: kv.Key, Kind: kv.Kind, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
 }
 
 // itemIndex is the config items of a shard's tenants.
@@ -192,15 +192,12 @@ func resolve(st *itemState, rel *confettipb.Release, id *confettipb.Identity) re
 	return ref{version: v, gray: gray}
 }
 
-// itemKey is the key a subscriber receives an item under.
-func itemKey(item string) string { return keys.SpaceCfg + item }
-
 // resolveView is the view of a subscriber of tenant from the current
 // index.
 func (x itemIndex) resolveView(tenant string, prefixes []string, id *confettipb.Identity) view {
 	var v view
 	for item, st := range x[tenant] {
-		if !keys.Match(prefixes, itemKey(item)) {
+		if !keys.Match(prefixes, keys.ItemKey(item)) {
 			continue
 		}
 		if r := resolve(st, st.rel, id); r.version != 0 {
@@ -225,7 +222,8 @@ func (x itemIndex) resolvedKV(tenant, item string, r ref, modRev int64) *confett
 		return nil
 	}
 	return &confettipb.KeyValue{
-		Key:            itemKey(item),
+		Key:            item,
+		Kind:           confettipb.KeyValue_ITEM,
 		Value:          iv.Content,
 		CreateRevision: iv.ModRevision,
 		ModRevision:    modRev,
@@ -269,7 +267,7 @@ func (x itemIndex) changeView(tenant string, prefixes []string, id *confettipb.I
 	var evs []*confettipb.Event
 	var sent []itemSent
 	for _, ch := range changes {
-		if !keys.Match(prefixes, itemKey(ch.item)) {
+		if !keys.Match(prefixes, keys.ItemKey(ch.item)) {
 			continue
 		}
 		r := resolve(x.item(tenant, ch.item, false), ch.rel, id)
@@ -282,7 +280,7 @@ func (x itemIndex) changeView(tenant string, prefixes []string, id *confettipb.I
 			if _, held := out[ch.item]; !held {
 				continue
 			}
-			evs = append(evs, deleted(itemKey(ch.item), rev))
+			evs = append(evs, deleted(keys.ItemKey(ch.item), rev))
 		} else {
 			evs = append(evs, &confettipb.Event{Type: confettipb.Event_PUT, Kv: kv})
 		}

@@ -54,11 +54,11 @@ func content(item string, version int64) string {
 func (s *subscriber) itemOf(item string) (int64, string, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.items[itemKey(item)]
+	r := s.items[keys.ItemKey(item)]
 	if r == nil {
-		return 0, "", s.state[itemKey(item)]
+		return 0, "", s.state[keys.ItemKey(item)]
 	}
-	return r.Version, r.GrayId, s.state[itemKey(item)]
+	return r.Version, r.GrayId, s.state[keys.ItemKey(item)]
 }
 
 // eventsOf counts the events a subscriber received for a key.
@@ -67,7 +67,7 @@ func (s *subscriber) eventsOf(key string) int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, ev := range s.events {
-		if ev.Kv.Key == key {
+		if relKey(ev.Kv) == key {
 			n++
 		}
 	}
@@ -127,7 +127,7 @@ func TestReleasesResolvePerSubscriberAndReachOnlyTheAffected(t *testing.T) {
 		}
 		changed, unchanged := 0, 0
 		for i, s := range subs {
-			got := s.eventsOf(itemKey(item))
+			got := s.eventsOf(keys.ItemKey(item))
 			wantEvents := 0
 			if want[i] != held[i] {
 				wantEvents = 1
@@ -204,7 +204,7 @@ func TestResumeAcrossReleaseChangesReplays(t *testing.T) {
 	if _, _, resets, err := r.snapshot(); resets != 0 || err != nil {
 		t.Fatalf("resume across release changes: %d resets, err %v; want a replay", resets, err)
 	}
-	if n := r.eventsOf(itemKey(item)); n != 1 {
+	if n := r.eventsOf(keys.ItemKey(item)); n != 1 {
 		t.Fatalf("the canary got %d item events, want 1", n)
 	}
 

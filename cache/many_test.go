@@ -81,8 +81,9 @@ func (m *many) loop() {
 // start opens subscription id and returns its validator stream.
 func (m *many) start(id int64, tenant string, prefixes []string, ident *confettipb.Identity) *watchcheck.Stream {
 	m.t.Helper()
-	s := watchcheck.NewStreamAs(tenant, prefixes, ident)
-	m.resume(id, s, &confettipb.Start{Tenant: tenant, Prefixes: prefixes, Identity: ident})
+	start := scopeStart(tenant, prefixes, ident)
+	s := watchcheck.NewStream(start)
+	m.resume(id, s, start)
 	return s
 }
 
@@ -268,10 +269,10 @@ func TestSubscribeManyEndsOneSubscriptionNotTheStream(t *testing.T) {
 	}{
 		{2, &confettipb.Start{Tenant: "nope"}, codes.NotFound, "nope"},
 		{3, &confettipb.Start{Tenant: "acme", Token: "garbage"}, codes.InvalidArgument, "token"},
-		{4, &confettipb.Start{Tenant: "acme", Prefixes: []string{"routes/"}}, codes.InvalidArgument, "routes/"},
+		{4, &confettipb.Start{Tenant: "acme", Items: []string{"bad/item"}}, codes.InvalidArgument, "bad/item"},
 	} {
 		m.mu.Lock()
-		m.subs[tc.id] = watchcheck.NewStream("acme", nil)
+		m.subs[tc.id] = watchcheck.NewStream(&confettipb.Start{Tenant: "acme"})
 		m.mu.Unlock()
 		m.send(&confettipb.SubscribeRequest{SubscriptionId: tc.id, Request: &confettipb.SubscribeRequest_Start{Start: tc.start}})
 		c := m.waitClosed(tc.id)
@@ -376,7 +377,9 @@ func TestManySubscriptionsResumeOnAnotherNodeByReplay(t *testing.T) {
 	}
 	m2 := openMany(t, n2, false)
 	for i, s := range streams {
-		m2.resume(int64(i+1), s, &confettipb.Start{Tenant: "acme", Prefixes: prefixes[i%3], Token: s.LastToken()})
+		start := scopeStart("acme", prefixes[i%3], nil)
+		start.Token = s.LastToken()
+		m2.resume(int64(i+1), s, start)
 	}
 	for _, res := range waitAt(t, ref, last, streams...) {
 		if res.Resets != 1 || res.Resumes != 1 {

@@ -58,7 +58,7 @@ func (c *Cache) rangeKV(ctx context.Context, req *confettipb.RangeRequest) (*con
 	if r.End != "" {
 		var ok bool
 		if end, ok = strings.CutPrefix(r.End, prefix); !ok {
-			end = prefixEnd(keys.SpaceKV)
+			end = keys.PrefixEnd(keys.SpaceKV)
 		}
 	}
 	tr, rev := st.snapshot(tenant.Name)

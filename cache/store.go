@@ -127,11 +127,11 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 		cur := next[tenant]
 		old.Ascend(func(e entry) bool {
 			if cur == nil {
-				d.add(tenant, deleted(e.key, rev), change(tenant, e.key))
+				d.add(tenant, e.key, deleted(e.key, rev), change(tenant, e.key))
 				return true
 			}
 			if _, ok := cur.Get(e); !ok {
-				d.add(tenant, deleted(e.key, rev), change(tenant, e.key))
+				d.add(tenant, e.key, deleted(e.key, rev), change(tenant, e.key))
 			}
 			return true
 		})
@@ -144,7 +144,7 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 					return true
 				}
 			}
-			d.add(tenant, &confettipb.Event{Type: confettipb.Event_PUT, Kv: e.kv}, change(tenant, e.key))
+			d.add(tenant, e.key, &confettipb.Event{Type: confettipb.Event_PUT, Kv: e.kv}, change(tenant, e.key))
 			return true
 		})
 	}
@@ -196,7 +196,7 @@ func (s *shardState) Backfill(floor int64, txns []SourceTxn) {
 				ch.prev, ch.prevKnown = last[k]
 				last[k] = ch.rel
 			}
-			t.add(tenant, e, ch)
+			t.add(tenant, rel, e, ch)
 		}
 		if len(t.events) > 0 {
 			s.hist.append(t)
@@ -237,7 +237,7 @@ func (s *shardState) Apply(txns []SourceTxn) {
 				tr.ReplaceOrInsert(entry{key: rel, kv: stored(rel, e.Kv)})
 				ch = s.items.apply(tenant, rel, e.Kv)
 			}
-			t.add(tenant, e, ch)
+			t.add(tenant, rel, e, ch)
 		}
 		s.appendLocked(t)
 		s.rev = st.Rev
@@ -309,11 +309,11 @@ func sortEvents(tevs []event, prefixes []string) (evs []*confettipb.Event, chang
 	for _, e := range tevs {
 		switch {
 		case e.cfg != nil:
-			if keys.Match(prefixes, itemKey(e.cfg.item)) {
+			if keys.Match(prefixes, keys.ItemKey(e.cfg.item)) {
 				changes = append(changes, e.cfg)
 			}
-		case strings.HasPrefix(e.ev.Kv.Key, keys.SpaceCfg):
-		case keys.Match(prefixes, e.ev.Kv.Key):
+		case strings.HasPrefix(e.key, keys.SpaceCfg):
+		case keys.Match(prefixes, e.key):
 			evs = append(evs, e.ev)
 		}
 	}
@@ -393,13 +393,14 @@ type viewer struct {
 }
 
 // readResult is what a history read yields: the transactions a viewer
-// sees, the revision it has then seen, its view at that revision, and the
-// item versions the transactions carry.
+// sees and its view after each, the revision it has then seen, its view at
+// that revision, and the item versions the transactions carry.
 type readResult struct {
-	txns []*confettipb.Txn
-	seen int64
-	view view
-	sent []itemSent
+	txns  []*confettipb.Txn
+	views []view
+	seen  int64
+	view  view
+	sent  []itemSent
 }
 
 // read collects the viewer's transactions after rev, resolved for it, up
@@ -442,6 +443,7 @@ func (s *shardState) readLocked(v viewer, rev int64, maxBytes int) (readResult, 
 				return false
 			}
 			r.txns = append(r.txns, &confettipb.Txn{Revision: t.rev, Events: evs})
+			r.views = append(r.views, nv)
 			size += t.bytes
 		}
 		r.view = nv
@@ -481,7 +483,7 @@ func (s *shardState) viewAtLocked(v viewer, rev int64) (view, bool) {
 	}
 	out := s.items.resolveView(v.tenant, v.prefixes, v.id)
 	for item, rel := range then {
-		if !keys.Match(v.prefixes, itemKey(item)) {
+		if !keys.Match(v.prefixes, keys.ItemKey(item)) {
 			continue
 		}
 		if out == nil {
@@ -496,14 +498,24 @@ func (s *shardState) viewAtLocked(v viewer, rev int64) (view, bool) {
 	return out, true
 }
 
-func (t *txn) add(tenant string, ev *confettipb.Event, ch *cfgChange) {
-	t.events = append(t.events, event{tenant: tenant, ev: ev, cfg: ch})
+func (t *txn) add(tenant, rel string, ev *confettipb.Event, ch *cfgChange) {
+	t.events = append(t.events, event{tenant: tenant, key: rel, ev: ev, cfg: ch})
 	t.bytes += len(ev.Kv.Key) + len(ev.Kv.Value) + 48
 }
 
+// publicKey is the key and kind subscribers receive for a tenant-relative
+// key.
+func publicKey(rel string) (string, confettipb.KeyValue_Kind) {
+	key, kind, _ := keys.Public(rel)
+	return key, confettipb.KeyValue_Kind(kind)
+}
+
+// toKV is a key of etcd as subscribers receive it.
 func toKV(rel string, kv *mvccpb.KeyValue) *confettipb.KeyValue {
+	key, kind := publicKey(rel)
 	return &confettipb.KeyValue{
-		Key:            rel,
+		Key:            key,
+		Kind:           kind,
 		Value:          kv.Value,
 		CreateRevision: kv.CreateRevision,
 		ModRevision:    kv.ModRevision,
@@ -519,8 +531,10 @@ func toEvent(rel string, ev *mvccpb.Event) *confettipb.Event {
 	return &confettipb.Event{Type: confettipb.Event_PUT, Kv: toKV(rel, ev.Kv)}
 }
 
+// deleted is the event of the deletion of a tenant-relative key at rev.
 func deleted(rel string, rev int64) *confettipb.Event {
-	return &confettipb.Event{Type: confettipb.Event_DELETE, Kv: &confettipb.KeyValue{Key: rel, ModRevision: rev}}
+	key, kind := publicKey(rel)
+	return &confettipb.Event{Type: confettipb.Event_DELETE, Kv: &confettipb.KeyValue{Key: key, Kind: kind, ModRevision: rev}}
 }
 
 // inRange reports whether a tenant-relative key is in [start, end).

@@ -40,7 +40,7 @@ func TestRelistBecomesTheDifferenceAsOneTransaction(t *testing.T) {
 			t.Fatalf("difference at revision %d, want the listing's 20", tx.rev)
 		}
 		for _, e := range tx.events {
-			line := e.tenant + " " + e.ev.Type.String() + " " + e.ev.Kv.Key
+			line := e.tenant + " " + e.ev.Type.String() + " " + e.key
 			if e.ev.Type == confettipb.Event_PUT {
 				line += "=" + string(e.ev.Kv.Value)
 			}

@@ -47,7 +47,7 @@ func (c *Cache) open(ctx context.Context, k *sink, sid int64, start *confettipb.
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
-	prefixes, err := keys.ValidPrefixes(start.GetPrefixes())
+	prefixes, err := keys.Scope(start.GetPrefixes(), start.GetItems(), start.GetServices())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,15 +226,16 @@ func (s *subscription) setView(v view) {
 	s.viewHash = viewHash(s.prefixes, v.String())
 }
 
-// sendEvents sends what a history read found, and records the view it
-// leaves the subscriber with.
+// sendEvents sends what a history read found, each transaction with the
+// token of the view it leaves the subscriber with, and records the view.
 func (s *subscription) sendEvents(ctx context.Context, r readResult) error {
 	n := 0
-	for _, t := range r.txns {
+	for i, t := range r.txns {
 		n += len(t.Events)
+		t.Token = s.tokenFor(t.Revision, r.views[i])
 	}
 	err := s.send(ctx, &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{
-		Events: &confettipb.Events{Txns: r.txns, Token: s.tokenFor(r.seen, r.view)},
+		Events: &confettipb.Events{Txns: r.txns},
 	}}, r.seen, func(msg *outMsg) { msg.events, msg.items = n, r.sent })
 	if err != nil {
 		return err
@@ -318,7 +319,7 @@ func (s *subscription) encodeReset(tr *tree, items []*confettipb.KeyValue, rev i
 	}
 	for _, p := range s.prefixes {
 		for _, kv := range items {
-			if strings.HasPrefix(kv.Key, p) && !add(kv) {
+			if strings.HasPrefix(keys.ItemKey(kv.GetItem().GetItem()), p) && !add(kv) {
 				return nil, 0, err
 			}
 		}
@@ -326,7 +327,7 @@ func (s *subscription) encodeReset(tr *tree, items []*confettipb.KeyValue, rev i
 			continue
 		}
 		tr.AscendGreaterOrEqual(entry{key: p}, func(e entry) bool {
-			if !inRange(e.key, p, prefixEnd(p)) {
+			if !inRange(e.key, p, keys.PrefixEnd(p)) {
 				return false
 			}
 			if strings.HasPrefix(e.key, keys.SpaceCfg) {
@@ -368,17 +369,4 @@ func (s *subscription) send(ctx context.Context, m *confettipb.SubscribeResponse
 		return err
 	}
 	return nil
-}
-
-// prefixEnd is the first key after every key starting with p, or "" when
-// there is none.
-func prefixEnd(p string) string {
-	b := []byte(p)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return ""
 }

@@ -132,6 +132,12 @@ type watcher struct {
 	err    error
 }
 
+// withToken sets s's resume token.
+func withToken(s *confettipb.Start, token string) *confettipb.Start {
+	s.Token = token
+	return s
+}
+
 func watch(t *testing.T, c confettipb.CacheClient, tenant string, prefixes []string, token string) *watcher {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -139,7 +145,7 @@ func watch(t *testing.T, c confettipb.CacheClient, tenant string, prefixes []str
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: tenant, Prefixes: prefixes, Token: token}}}); err != nil {
+	if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: withToken(testcluster.ScopeStart(tenant, prefixes, nil), token)}}); err != nil {
 		t.Fatal(err)
 	}
 	w := &watcher{cancel: cancel, done: make(chan struct{}), state: map[string]string{}}
@@ -163,7 +169,7 @@ func watch(t *testing.T, c confettipb.CacheClient, tenant string, prefixes []str
 					pending = map[string]string{}
 				}
 				for _, kv := range r.Reset_.Kvs {
-					pending[kv.Key] = string(kv.Value)
+					pending[testcluster.RelativeKey(kv)] = string(kv.Value)
 				}
 				if r.Reset_.Last {
 					w.state, pending = pending, nil
@@ -174,16 +180,17 @@ func watch(t *testing.T, c confettipb.CacheClient, tenant string, prefixes []str
 				for _, tx := range r.Events.Txns {
 					w.revs = append(w.revs, tx.Revision)
 					for _, ev := range tx.Events {
+						key := testcluster.RelativeKey(ev.Kv)
 						if ev.Type == confettipb.Event_DELETE {
-							delete(w.state, ev.Kv.Key)
-							w.events = append(w.events, fmt.Sprintf("%s DELETED@%d", ev.Kv.Key, tx.Revision))
+							delete(w.state, key)
+							w.events = append(w.events, fmt.Sprintf("%s DELETED@%d", key, tx.Revision))
 						} else {
-							w.state[ev.Kv.Key] = string(ev.Kv.Value)
-							w.events = append(w.events, fmt.Sprintf("%s=%s@%d", ev.Kv.Key, ev.Kv.Value, tx.Revision))
+							w.state[key] = string(ev.Kv.Value)
+							w.events = append(w.events, fmt.Sprintf("%s=%s@%d", key, ev.Kv.Value, tx.Revision))
 						}
 					}
+					w.tokens = append(w.tokens, tx.Token)
 				}
-				w.tokens = append(w.tokens, r.Events.Token)
 			case *confettipb.SubscribeResponse_Progress:
 				w.tokens = append(w.tokens, r.Progress.Token)
 			}

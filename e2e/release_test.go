@@ -65,7 +65,7 @@ func TestStagedPlanWithRealGatewaysAcrossCacheNodes(t *testing.T) {
 	gws := map[string]*gateway.Client{}
 	for i, id := range ids {
 		eps := []string{nodes[i%2].addr, nodes[(i+1)%2].addr}
-		cfg := gateway.Config{Endpoints: eps, Tenant: tenant, Prefixes: []string{"cfg/"}, Identity: gateway.Identity{InstanceID: id},
+		cfg := gateway.Config{Endpoints: eps, Tenant: tenant, Items: []string{"*"}, Identity: gateway.Identity{InstanceID: id},
 			BackoffInitial: 100 * time.Millisecond, Logger: zaptest.NewLogger(t).Named(id)}
 		if id == bad {
 			cfg.Validate = func(key string, kv *confettipb.KeyValue) error {
@@ -167,7 +167,7 @@ func TestStagedPlanWithRealGatewaysAcrossCacheNodes(t *testing.T) {
 		if id == bad {
 			continue
 		}
-		if kv, ok := c.Get("cfg/" + item); !ok || string(kv.Value) != `{"v":2}` {
+		if kv, ok := c.Item(item); !ok || string(kv.Value) != `{"v":2}` {
 			t.Fatalf("%s holds %v", id, kv)
 		}
 	}

@@ -46,7 +46,7 @@ func startRegister(t *testing.T, bin string, env []string, args ...string) *regi
 			p.mu.Lock()
 			p.out.WriteString(sc.Text() + "\n")
 			p.mu.Unlock()
-			if !closed && strings.HasPrefix(sc.Text(), "registered svc/") {
+			if !closed && strings.HasPrefix(sc.Text(), "registered ") {
 				close(registered)
 				closed = true
 			}
@@ -141,7 +141,7 @@ func TestE2ESvcRegisterLivesAsLongAsItsProcess(t *testing.T) {
 	if err := interrupted.wait(t); err != nil {
 		t.Fatalf("svc register exited with %v after Ctrl-C:\n%s", err, interrupted.output())
 	}
-	if !strings.Contains(interrupted.output(), "deregistered svc/api/i-2") {
+	if !strings.Contains(interrupted.output(), "deregistered api/i-2") {
 		t.Fatalf("svc register output lacks the deregistration:\n%s", interrupted.output())
 	}
 	if listed("i-2") {

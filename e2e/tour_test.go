@@ -104,6 +104,16 @@ func run(t *testing.T, bin string, env []string, args ...string) string {
 	return string(out)
 }
 
+// tokenOf is the token printed on the last line of a watch's output.
+func tokenOf(t *testing.T, out string) string {
+	t.Helper()
+	i := strings.LastIndex(out, "token=")
+	if i < 0 {
+		t.Fatalf("no token in %q", out)
+	}
+	return strings.TrimSpace(out[i+len("token="):])
+}
+
 // TestE2EReadmeTour runs the README's tour with the real binary: `confetti
 // dev` in one process, the CLI in others, finding dev through the client
 // config file it writes; then a restart keeps the data.
@@ -133,6 +143,22 @@ func TestE2EReadmeTour(t *testing.T) {
 	}
 	if out := run(t, bin, env, "kv", "get", "--tenant", "acme", "/routes/", "--prefix"); out != "/routes/1 {\"uri\":\"/hello\"}\n/routes/2 two\n" {
 		t.Fatalf("kv get --prefix: %q", out)
+	}
+
+	// Every printed token resumes exactly after its line: a watch that
+	// stops after the first of two transactions the node sends in one
+	// message keeps the token of that transaction, not of the message.
+	run(t, bin, env, "kv", "put", "--tenant", "acme", "/w/1", "one")
+	t0 := tokenOf(t, run(t, bin, env, "kv", "watch", "--tenant", "acme", "/w/", "--count", "1"))
+	run(t, bin, env, "kv", "put", "--tenant", "acme", "/w/4", "four")
+	run(t, bin, env, "kv", "put", "--tenant", "acme", "/w/5", "five")
+	out = run(t, bin, env, "kv", "watch", "--tenant", "acme", "/w/", "--from", t0, "--count", "1")
+	if !strings.HasPrefix(out, "PUT /w/4 four rev=") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("kv watch --from %s --count 1: %q, want the line of /w/4 alone", t0, out)
+	}
+	out = run(t, bin, env, "kv", "watch", "--tenant", "acme", "/w/", "--from", tokenOf(t, out), "--count", "1")
+	if !strings.HasPrefix(out, "PUT /w/5 five rev=") {
+		t.Fatalf("kv watch from the token printed with /w/4: %q, want /w/5", out)
 	}
 	dev.stop(t)
 

@@ -22,8 +22,8 @@ import (
 )
 
 // fakeCache sends a fixed script of messages to every subscriber and
-// records the acks it receives; the real cache does not resolve config
-// items into subscriptions yet.
+// records the acks it receives, so that a test decides exactly what a
+// client is sent.
 type fakeCache struct {
 	confettipb.UnimplementedCacheServer
 	script []*confettipb.SubscribeResponse
@@ -55,20 +55,20 @@ func (f *fakeCache) Subscribe(st confettipb.Cache_SubscribeServer) error {
 	}
 }
 
-func item(key, value string, rev int64, name string, version int64) *confettipb.KeyValue {
-	return &confettipb.KeyValue{Key: key, Value: []byte(value), ModRevision: rev, Item: &confettipb.ItemRef{Item: name, Version: version}}
+func item(value string, rev int64, name string, version int64) *confettipb.KeyValue {
+	return &confettipb.KeyValue{Key: name, Kind: confettipb.KeyValue_ITEM, Value: []byte(value), ModRevision: rev, Item: &confettipb.ItemRef{Item: name, Version: version}}
 }
 
 func TestValidatorNacksRefusedItemVersionsAndKeepsThePreviousOne(t *testing.T) {
 	f := &fakeCache{acks: make(chan *confettipb.Ack, 10), script: []*confettipb.SubscribeResponse{
 		{Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: "t1", Kvs: []*confettipb.KeyValue{
-			item("cfg/a", "good a1", 2, "a", 1),
-			{Key: "kv/plain", Value: []byte("p"), ModRevision: 3},
+			item("good a1", 2, "a", 1),
+			{Key: "plain", Value: []byte("p"), ModRevision: 3},
 		}}}},
-		{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{Token: "t2", Txns: []*confettipb.Txn{{Revision: 4, Events: []*confettipb.Event{
-			{Kv: item("cfg/a", "bad a2", 4, "a", 2)},
-			{Kv: item("cfg/b", "good b1", 4, "b", 1)},
-			{Kv: &confettipb.KeyValue{Key: "kv/plain", Value: []byte("bad"), ModRevision: 4}},
+		{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{Txns: []*confettipb.Txn{{Revision: 4, Token: "t2", Events: []*confettipb.Event{
+			{Kv: item("bad a2", 4, "a", 2)},
+			{Kv: item("good b1", 4, "b", 1)},
+			{Kv: &confettipb.KeyValue{Key: "plain", Value: []byte("bad"), ModRevision: 4}},
 		}}}}}},
 	}}
 	c, err := gateway.New(gateway.Config{
@@ -106,11 +106,19 @@ func TestValidatorNacksRefusedItemVersionsAndKeepsThePreviousOne(t *testing.T) {
 		t.Fatalf("acks (-want +got):\n%s", d)
 	}
 	testcluster.WaitFor(t, "the events applied", func() bool { return c.View().Token() == "t2" })
-	if v := values(c.View()); !maps.Equal(v, map[string]string{"cfg/a": "good a1", "cfg/b": "good b1", "kv/plain": "p"}) {
-		t.Fatalf("view %v: refused values must leave the previous ones", v)
+	if v := values(c.View()); !maps.Equal(v, map[string]string{"plain": "p"}) {
+		t.Fatalf("keys %v: refused values must leave the previous ones", v)
 	}
-	if kv, _ := c.Get("cfg/a"); !proto.Equal(kv.Item, &confettipb.ItemRef{Item: "a", Version: 1}) {
-		t.Fatalf("cfg/a holds %v, want version 1", kv.Item)
+	items := map[string]string{}
+	c.View().RangeItems(func(name string, kv *confettipb.KeyValue) bool {
+		items[name] = string(kv.Value)
+		return true
+	})
+	if !maps.Equal(items, map[string]string{"a": "good a1", "b": "good b1"}) {
+		t.Fatalf("items %v: refused versions must leave the previous ones", items)
+	}
+	if kv, _ := c.Item("a"); !proto.Equal(kv.Item, &confettipb.ItemRef{Item: "a", Version: 1}) {
+		t.Fatalf("item a holds %v, want version 1", kv.Item)
 	}
 	if st := c.Stats(); st.Acks != 2 || st.Nacks != 1 || st.Rejected != 2 {
 		t.Fatalf("stats: %d acks, %d nacks, %d rejected; want 2, 1, 2", st.Acks, st.Nacks, st.Rejected)
@@ -137,7 +145,7 @@ func TestRefusedResumeTokenFallsBackToAReset(t *testing.T) {
 	dir := t.TempDir()
 	reset := func(token, value string) []*confettipb.SubscribeResponse {
 		return []*confettipb.SubscribeResponse{{Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: token, Kvs: []*confettipb.KeyValue{
-			{Key: "kv/k", Value: []byte(value), ModRevision: 2},
+			{Key: "k", Value: []byte(value), ModRevision: 2},
 		}}}}}
 	}
 	cfg := gateway.Config{Tenant: "acme", SnapshotDir: dir, BackoffInitial: 50 * time.Millisecond, Logger: zaptest.NewLogger(t)}
@@ -158,7 +166,29 @@ func TestRefusedResumeTokenFallsBackToAReset(t *testing.T) {
 	t.Cleanup(func() { b.Close() })
 	start(t, b)
 	testcluster.WaitFor(t, "a fresh reset", func() bool { return b.View().Token() == "new" })
-	if kv, _ := b.Get("kv/k"); string(kv.Value) != "after" || b.Stats().Resets != 1 || !b.Stats().SnapshotLoaded {
-		t.Fatalf("after the refused token: kv/k=%s, stats %+v", kv.Value, b.Stats())
+	if kv, _ := b.Get("k"); string(kv.Value) != "after" || b.Stats().Resets != 1 || !b.Stats().SnapshotLoaded {
+		t.Fatalf("after the refused token: k=%s, stats %+v", kv.Value, b.Stats())
+	}
+}
+
+// The view after an Events message of several transactions is at the last
+// transaction's token, so that a resume replays nothing the view holds.
+func TestViewIsAtTheLastTransactionsToken(t *testing.T) {
+	put := func(key, value string, rev int64, token string) *confettipb.Txn {
+		return &confettipb.Txn{Revision: rev, Token: token, Events: []*confettipb.Event{{Kv: &confettipb.KeyValue{Key: key, Value: []byte(value), ModRevision: rev}}}}
+	}
+	f := &fakeCache{acks: make(chan *confettipb.Ack, 1), script: []*confettipb.SubscribeResponse{
+		{Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: "t3"}}},
+		{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{Txns: []*confettipb.Txn{put("/w/4", "4", 4, "t4"), put("/w/5", "5", 5, "t5")}}}},
+	}}
+	c, err := gateway.New(gateway.Config{Endpoints: []string{serveFake(t, f)}, Tenant: "acme", Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	start(t, c)
+	testcluster.WaitFor(t, "both transactions applied", func() bool { return c.View().Len() == 2 })
+	if tok := c.View().Token(); tok != "t5" {
+		t.Fatalf("the view is at token %q after the transactions of t4 and t5, want t5", tok)
 	}
 }

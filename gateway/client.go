@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"sync"
@@ -12,15 +13,18 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/keys"
 )
 
 // Client is one subscription kept current across cache node failures,
 // with its view held in memory and, optionally, on disk. Its methods are
 // safe for concurrent use; View and Get take no lock.
 type Client struct {
-	cfg      Config
-	lg       *zap.Logger
-	prefixes []string
+	cfg Config
+	lg  *zap.Logger
+	// scope is what the client subscribes to, normalized as the cache
+	// does; a snapshot file is bound to it.
+	scope    []string
 	snapPath string
 
 	view      atomic.Pointer[View]
@@ -103,17 +107,21 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	scope, err := keys.Scope(cfg.Prefixes, cfg.Items, cfg.Services)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
 	c := &Client{
-		cfg:      cfg,
-		lg:       cfg.Logger.With(zap.String("tenant", cfg.Tenant)),
-		prefixes: normalizePrefixes(cfg.Prefixes),
-		ready:    make(chan struct{}),
-		changes:  make(chan Change, cfg.ChangeBuffer),
-		kick:     make(chan struct{}, 1),
+		cfg:     cfg,
+		lg:      cfg.Logger.With(zap.String("tenant", cfg.Tenant)),
+		scope:   scope,
+		ready:   make(chan struct{}),
+		changes: make(chan Change, cfg.ChangeBuffer),
+		kick:    make(chan struct{}, 1),
 	}
 	c.cfg.Endpoints = append([]string(nil), cfg.Endpoints...)
 	if cfg.SnapshotDir != "" {
-		c.snapPath = snapshotPath(cfg.SnapshotDir, cfg.Tenant, c.prefixes)
+		c.snapPath = snapshotPath(cfg.SnapshotDir, cfg.Tenant, c.scope)
 	}
 	c.view.Store(emptyView)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -156,7 +164,7 @@ func (c *Client) Start(ctx context.Context) error {
 }
 
 func (c *Client) loadSnapshot() {
-	v, err := readSnapshot(c.snapPath, c.cfg.Tenant, c.prefixes)
+	v, err := readSnapshot(c.snapPath, c.cfg.Tenant, c.scope)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return
@@ -197,8 +205,11 @@ func (c *Client) Close() error {
 // View returns the current view. It never returns nil and takes no lock.
 func (c *Client) View() *View { return c.view.Load() }
 
-// Get returns a key of the current view; see View.Get.
+// Get returns a plain key of the current view; see View.Get.
 func (c *Client) Get(key string) (*confettipb.KeyValue, bool) { return c.view.Load().Get(key) }
+
+// Item returns a config item of the current view; see View.Item.
+func (c *Client) Item(name string) (*confettipb.KeyValue, bool) { return c.view.Load().Item(name) }
 
 // Ready is closed once the client serves a view: the snapshot loaded at
 // Start or the first sync with a cache node, after the OnChange handlers
@@ -310,7 +321,7 @@ func (c *Client) writeSnapshot() error {
 	if v == c.lastWritten || v.Token() == "" {
 		return nil
 	}
-	data, err := encodeSnapshot(c.cfg.Tenant, c.prefixes, v)
+	data, err := encodeSnapshot(c.cfg.Tenant, c.scope, v)
 	if err != nil {
 		return err
 	}

@@ -71,7 +71,7 @@ func etcdValues(t *testing.T, sys *gatewaytest.System, prefix string) map[string
 	}
 	out := map[string]string{}
 	for _, kv := range resp.Kvs {
-		out[strings.TrimPrefix(string(kv.Key), sys.Physical(""))] = string(kv.Value)
+		out[strings.TrimPrefix(string(kv.Key), sys.Physical("kv/"))] = string(kv.Value)
 	}
 	return out
 }
@@ -90,7 +90,7 @@ func TestClientAppliesResetAndEventsAndReportsChanges(t *testing.T) {
 	sys.Put(t, "kv/routes/1", "r1")
 	sys.Put(t, "kv/other", "not subscribed")
 	n := sys.StartCache(t, "cache-1", cache.Config{})
-	c := newClient(t, sys, gateway.Config{Endpoints: []string{n.Addr}, Prefixes: []string{"kv/routes/"}})
+	c := newClient(t, sys, gateway.Config{Endpoints: []string{n.Addr}, Prefixes: []string{"routes/"}})
 	var calls atomic.Int32
 	c.OnChange(func(ch gateway.Change) { calls.Add(1) })
 	start(t, c)
@@ -99,11 +99,11 @@ func TestClientAppliesResetAndEventsAndReportsChanges(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("not ready within a minute")
 	}
-	if got := values(c.View()); !maps.Equal(got, map[string]string{"kv/routes/1": "r1"}) {
+	if got := values(c.View()); !maps.Equal(got, map[string]string{"routes/1": "r1"}) {
 		t.Fatalf("after the reset the view is %v", got)
 	}
 	first := <-c.Changes()
-	if first.Source != gateway.SourceReset || len(first.Updates) != 1 || first.Updates[0].Key != "kv/routes/1" || first.Updates[0].Old != nil {
+	if first.Source != gateway.SourceReset || len(first.Updates) != 1 || first.Updates[0].Key != "routes/1" || first.Updates[0].Old != nil {
 		t.Fatalf("first change %+v, want the reset adding kv/routes/1", first)
 	}
 
@@ -114,18 +114,18 @@ func TestClientAppliesResetAndEventsAndReportsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch := <-c.Changes()
-	if ch.Source != gateway.SourceEvents || len(ch.Updates) != 2 || string(ch.Updates[0].New.Value) != "r1b" || string(ch.Updates[0].Old.Value) != "r1" || ch.Updates[1].Key != "kv/routes/2" {
+	if ch.Source != gateway.SourceEvents || len(ch.Updates) != 2 || string(ch.Updates[0].New.Value) != "r1b" || string(ch.Updates[0].Old.Value) != "r1" || ch.Updates[1].Key != "routes/2" {
 		t.Fatalf("transaction change %+v, want both keys in one change", ch)
 	}
-	if kv, ok := ch.View.Get("kv/routes/2"); !ok || string(kv.Value) != "r2" || ch.Prev.Len() != 1 {
+	if kv, ok := ch.View.Get("routes/2"); !ok || string(kv.Value) != "r2" || ch.Prev.Len() != 1 {
 		t.Fatalf("the change's views: prev %d keys, view has kv/routes/2=%v", ch.Prev.Len(), kv)
 	}
 	sys.Delete(t, "kv/routes/1")
 	ch = <-c.Changes()
-	if len(ch.Updates) != 1 || ch.Updates[0].New != nil || ch.Updates[0].Key != "kv/routes/1" {
+	if len(ch.Updates) != 1 || ch.Updates[0].New != nil || ch.Updates[0].Key != "routes/1" {
 		t.Fatalf("delete change %+v", ch)
 	}
-	if _, ok := c.Get("kv/routes/1"); ok {
+	if _, ok := c.Get("routes/1"); ok {
 		t.Fatal("deleted key still in the view")
 	}
 	if got := calls.Load(); got != 3 {
@@ -200,8 +200,8 @@ func TestFailoverMidStreamHasNoGapAndNoDuplicate(t *testing.T) {
 	nodes[n1.Addr], nodes[n2.Addr] = n1, n2
 	sys.Put(t, "kv/seed", "0")
 
-	stream := watchcheck.NewStream("acme", []string{"kv/"})
-	c := newClient(t, sys, gateway.Config{Endpoints: []string{n1.Addr, n2.Addr}, Prefixes: []string{"kv/"}})
+	stream := watchcheck.NewStream(&confettipb.Start{Tenant: "acme", Prefixes: []string{""}})
+	c := newClient(t, sys, gateway.Config{Endpoints: []string{n1.Addr, n2.Addr}, Prefixes: []string{""}})
 	gateway.Trace(c, stream.Subscribed, stream.Received)
 	start(t, c)
 	testcluster.WaitFor(t, "the first sync", func() bool { return c.Stats().Endpoint != "" })
@@ -254,8 +254,13 @@ func TestFailoverMidStreamHasNoGapAndNoDuplicate(t *testing.T) {
 	if res.Resets != 1 || res.Resumes < 1 {
 		t.Fatalf("%d resets and %d resumes; want one reset, then a replay on the other node", res.Resets, res.Resumes)
 	}
-	if got := values(c.View()); !maps.Equal(got, res.State) {
-		t.Fatalf("the client's view %v differs from what it received %v", got, res.State)
+	// The checker keys its state by the tenant-relative layout.
+	held := map[string]string{}
+	for k, v := range values(c.View()) {
+		held["kv/"+k] = v
+	}
+	if !maps.Equal(held, res.State) {
+		t.Fatalf("the client's view %v differs from what it received %v", held, res.State)
 	}
 	t.Logf("failover: %d events checked, %d resumes", res.Events, res.Resumes)
 }
@@ -313,7 +318,7 @@ func TestCorruptSnapshotIsDetectedIgnoredAndReported(t *testing.T) {
 			d.Close()
 			e := newClient(t, sys, gateway.Config{Endpoints: []string{"127.0.0.1:1"}, SnapshotDir: dir})
 			start(t, e)
-			if !e.Stats().SnapshotLoaded || !maps.Equal(values(e.View()), map[string]string{"kv/k": "v"}) {
+			if !e.Stats().SnapshotLoaded || !maps.Equal(values(e.View()), map[string]string{"k": "v"}) {
 				t.Fatalf("snapshot after the resync: %+v", e.Stats())
 			}
 		})

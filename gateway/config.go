@@ -30,9 +30,16 @@ type Config struct {
 	Endpoints []string `yaml:"endpoints"`
 	// Tenant is the tenant subscribed to. Required.
 	Tenant string `yaml:"tenant"`
-	// Prefixes are the key prefixes subscribed to, relative to the tenant
-	// (kv/routes/, svc/, cfg/); empty means kv/, svc/ and cfg/.
+	// Prefixes are prefixes of the tenant's plain keys to receive, named
+	// as written ("/routes/" receives /routes/1; "" every plain key).
+	// When Prefixes, Items and Services are all empty the client receives
+	// every plain key, item and service of the tenant.
 	Prefixes []string `yaml:"prefixes"`
+	// Items are the config items to receive by name, "*" for every item.
+	Items []string `yaml:"items"`
+	// Services are the services whose instances to receive by name, "*"
+	// for every service.
+	Services []string `yaml:"services"`
 	// Identity is sent with the subscription.
 	Identity Identity `yaml:"identity"`
 	// APIKey is sent as the x-api-key metadata; the reader role of the

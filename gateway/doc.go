@@ -14,11 +14,17 @@
 // hook refuses values; config item versions are ACKed or NACKed to the
 // cache for rollout status.
 //
-//	c, err := gateway.New(gateway.Config{Endpoints: caches, Tenant: "acme", APIKey: key, SnapshotDir: dir})
+//	c, err := gateway.New(gateway.Config{Endpoints: caches, Tenant: "acme", APIKey: key, SnapshotDir: dir,
+//		Prefixes: []string{"/routes/"}, Items: []string{"gateway"}, Services: []string{"api"}})
 //	c.OnChange(func(ch gateway.Change) { rebuild(ch.View) })
 //	c.Start(ctx)
 //	<-c.Ready()
-//	kv, ok := c.Get("kv/routes/1")
+//	kv, ok := c.Get("/routes/1")        // the key as its writer wrote it
+//	cfg, ok := c.Item("gateway")         // the item's version for this gateway
+//	c.View().RangeInstances("api", fn)   // the instances of service api
+//
+// Keys are named as their writers name them; each KeyValue's Kind says
+// whether it is a plain key, a config item or a service instance.
 //
 // It speaks only the Cache service of package confettipb and imports
 // neither the shard proxy, nor the cache, nor etcd, so that embedding it

@@ -12,8 +12,10 @@ import (
 	"github.com/confetti-io/confetti/gateway"
 )
 
-// Example subscribes to a tenant's routes and service instances, waits
-// for the first sync and reads the view. The endpoint would be a cache
+// Example subscribes to a tenant's routes, a config item and a service's
+// instances, named as their writers name them (`confetti kv put /routes/hello
+// ...`, `confetti item publish gateway ...`, `confetti svc register hello
+// b-1 ...`), waits for the first sync and reads the view. The endpoint would be a cache
 // node's address (confetti dev serves 127.0.0.1:7710 and :7711); here it
 // is a stand-in that serves one Reset, so that the example runs alone.
 func Example() {
@@ -25,7 +27,9 @@ func Example() {
 	c, err := gateway.New(gateway.Config{
 		Endpoints:   []string{endpoint},
 		Tenant:      "demo",
-		Prefixes:    []string{"kv/routes/", "svc/"},
+		Prefixes:    []string{"/routes/"},
+		Items:       []string{"gateway"},
+		Services:    []string{"hello"},
 		Identity:    gateway.Identity{InstanceID: "gw-1", Labels: map[string]string{"zone": "a"}},
 		APIKey:      os.Getenv("CONFETTI_API_KEY"),
 		SnapshotDir: dir, // a restart serves the last view at once
@@ -36,7 +40,7 @@ func Example() {
 	}
 	c.OnChange(func(ch gateway.Change) {
 		for _, u := range ch.Updates {
-			fmt.Printf("%s: %s changed\n", ch.Source, u.Key)
+			fmt.Printf("%s: %s %s changed\n", ch.Source, u.Kind, u.Key)
 		}
 	})
 	if err := c.Start(context.Background()); err != nil {
@@ -47,15 +51,23 @@ func Example() {
 	<-c.Ready()
 
 	// Reads take no lock: a View is immutable and swapped atomically.
-	if kv, ok := c.Get("kv/routes/hello"); ok {
+	if kv, ok := c.Get("/routes/hello"); ok {
 		fmt.Printf("route: %s\n", kv.Value)
 	}
-	fmt.Println("instances:", c.View().Keys("svc/hello/"))
+	if kv, ok := c.Item("gateway"); ok {
+		fmt.Printf("item: gateway v%d %s\n", kv.Item.Version, kv.Value)
+	}
+	c.View().RangeInstances("hello", func(key string, kv *confettipb.KeyValue) bool {
+		fmt.Printf("instance: %s %s\n", key, kv.Value)
+		return true
+	})
 	// Output:
-	// reset: kv/routes/hello changed
-	// reset: svc/hello/b-1 changed
+	// reset: KEY /routes/hello changed
+	// reset: ITEM gateway changed
+	// reset: SERVICE hello/b-1 changed
 	// route: {"uri":"/hello","upstream_id":"web"}
-	// instances: [svc/hello/b-1]
+	// item: gateway v3 {"timeout":5}
+	// instance: hello/b-1 {"address":"127.0.0.1:8081"}
 }
 
 // exampleCache serves a stand-in cache node on a loopback port.
@@ -67,8 +79,9 @@ func exampleCache() (string, func()) {
 	srv := grpc.NewServer()
 	confettipb.RegisterCacheServer(srv, &fakeCache{acks: make(chan *confettipb.Ack, 1), script: []*confettipb.SubscribeResponse{
 		{Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: "t1", Kvs: []*confettipb.KeyValue{
-			{Key: "kv/routes/hello", Value: []byte(`{"uri":"/hello","upstream_id":"web"}`), ModRevision: 2},
-			{Key: "svc/hello/b-1", Value: []byte(`{"address":"127.0.0.1:8081"}`), ModRevision: 3},
+			{Key: "/routes/hello", Value: []byte(`{"uri":"/hello","upstream_id":"web"}`), ModRevision: 2},
+			{Key: "gateway", Kind: confettipb.KeyValue_ITEM, Value: []byte(`{"timeout":5}`), ModRevision: 4, Item: &confettipb.ItemRef{Item: "gateway", Version: 3}},
+			{Key: "hello/b-1", Kind: confettipb.KeyValue_SERVICE, Value: []byte(`{"address":"127.0.0.1:8081"}`), ModRevision: 3},
 		}}}},
 	}})
 	go srv.Serve(lis)

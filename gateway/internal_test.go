@@ -48,14 +48,11 @@ func TestBackoffWindowDoublesUpToTheCapAndJitterFillsIt(t *testing.T) {
 }
 
 func TestSnapshotDetectsEveryTruncationAndEveryFlippedByte(t *testing.T) {
-	prefixes := normalizePrefixes([]string{"svc/", "kv/routes/", "kv/"})
-	if len(prefixes) != 2 || prefixes[0] != "kv/" || prefixes[1] != "svc/" {
-		t.Fatalf("normalized prefixes %q", prefixes)
-	}
-	v := newView("tok", map[string]*confettipb.KeyValue{
-		"kv/a":  {Key: "kv/a", Value: []byte("1"), ModRevision: 2},
-		"svc/x": {Key: "svc/x", Value: []byte(`{"address":"h:1"}`), ModRevision: 3, Lease: 7},
-	})
+	prefixes := []string{"kv/", "svc/"}
+	v := NewView("tok",
+		&confettipb.KeyValue{Key: "a", Value: []byte("1"), ModRevision: 2},
+		&confettipb.KeyValue{Key: "x/1", Kind: confettipb.KeyValue_SERVICE, Value: []byte(`{"address":"h:1"}`), ModRevision: 3, Lease: 7},
+	)
 	good, err := encodeSnapshot("acme", prefixes, v)
 	if err != nil {
 		t.Fatal(err)
@@ -64,8 +61,11 @@ func TestSnapshotDetectsEveryTruncationAndEveryFlippedByte(t *testing.T) {
 	if err != nil || got.Token() != "tok" || got.Len() != 2 {
 		t.Fatalf("round trip: %v, %v", got, err)
 	}
-	if kv, _ := got.Get("svc/x"); kv.Lease != 7 || string(kv.Value) != `{"address":"h:1"}` {
-		t.Fatalf("round trip of svc/x: %v", kv)
+	if kv, _ := got.Instance("x", "1"); kv.Lease != 7 || string(kv.Value) != `{"address":"h:1"}` {
+		t.Fatalf("round trip of instance x/1: %v", kv)
+	}
+	if _, ok := got.Get("x/1"); ok {
+		t.Fatal("a service instance reads as a plain key")
 	}
 	for n := 0; n < len(good); n++ {
 		if _, err := decodeSnapshot(good[:n], "acme", prefixes); !errors.Is(err, ErrCorruptSnapshot) {

@@ -72,7 +72,7 @@ func TestThousandClientsSpreadTheirReconnectsOverTheBackoffWindow(t *testing.T) 
 	sys.Put(t, "kv/k", "after")
 	testcluster.WaitFor(t, "every client to receive the write", func() bool {
 		for _, c := range clients {
-			if kv, _ := c.Get("kv/k"); string(kv.GetValue()) != "after" {
+			if kv, _ := c.Get("k"); string(kv.GetValue()) != "after" {
 				return false
 			}
 		}

@@ -21,10 +21,15 @@ import (
 //
 //	magic "CFTSNAP1" | body length, uint64 big endian | sha256(body) | body
 //
-// and the body is the tenant and prefixes it was written for, each
-// length-prefixed (uvarint), then the view as a protobuf Reset (its kvs and
-// token). A file whose length or checksum does not match is corrupt.
-const snapshotMagic = "CFTSNAP1"
+// and the body is the tenant and the subscription's scope it was written
+// for, each length-prefixed (uvarint), then the view as a protobuf Reset
+// (its kvs and token). A file whose length or checksum does not match is
+// corrupt. CFTSNAP1 files, written before keys were named as written, are
+// not read.
+const snapshotMagic = "CFTSNAP2"
+
+// oldSnapshotMagic starts the files of the earlier format.
+const oldSnapshotMagic = "CFTSNAP1"
 
 const snapshotHeader = len(snapshotMagic) + 8 + sha256.Size
 
@@ -37,7 +42,7 @@ func snapshotPath(dir, tenant string, prefixes []string) string {
 
 func encodeSnapshot(tenant string, prefixes []string, v *View) ([]byte, error) {
 	reset := &confettipb.Reset{Last: true, Token: v.Token()}
-	for _, k := range v.sortedKeys() {
+	for _, k := range v.sortedNames() {
 		reset.Kvs = append(reset.Kvs, v.kvs[k])
 	}
 	state, err := proto.Marshal(reset)
@@ -66,6 +71,9 @@ func appendString(b []byte, s string) []byte {
 // decodeSnapshot checks a snapshot file's framing and checksum and that
 // it was written for tenant and prefixes, and returns its view.
 func decodeSnapshot(b []byte, tenant string, prefixes []string) (*View, error) {
+	if len(b) >= len(oldSnapshotMagic) && string(b[:len(oldSnapshotMagic)]) == oldSnapshotMagic {
+		return nil, fmt.Errorf("%w: written by an earlier version of the SDK, which named keys by namespace (kv/...)", ErrForeignSnapshot)
+	}
 	if len(b) < snapshotHeader || string(b[:len(snapshotMagic)]) != snapshotMagic {
 		return nil, fmt.Errorf("%w: %d bytes, no snapshot header", ErrCorruptSnapshot, len(b))
 	}
@@ -112,7 +120,7 @@ func decodeSnapshot(b []byte, tenant string, prefixes []string) (*View, error) {
 	}
 	kvs := make(map[string]*confettipb.KeyValue, len(reset.Kvs))
 	for _, kv := range reset.Kvs {
-		kvs[kv.Key] = kv
+		kvs[entryOf(kv)] = kv
 	}
 	return newView(reset.Token, kvs), nil
 }
@@ -175,21 +183,4 @@ func readSnapshot(path, tenant string, prefixes []string) (*View, error) {
 		}
 	}
 	return v, err
-}
-
-// normalizePrefixes sorts prefixes and drops those another one covers, as
-// the cache does; none means every namespace a subscription may see.
-func normalizePrefixes(prefixes []string) []string {
-	if len(prefixes) == 0 {
-		return []string{"cfg/", "kv/", "svc/"}
-	}
-	sorted := slices.Sorted(slices.Values(prefixes))
-	out := sorted[:0]
-	for _, p := range sorted {
-		if len(out) > 0 && strings.HasPrefix(p, out[len(out)-1]) {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
 }

@@ -157,7 +157,9 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 	}
 	start := &confettipb.Start{
 		Tenant:   c.cfg.Tenant,
-		Prefixes: c.prefixes,
+		Prefixes: c.cfg.Prefixes,
+		Items:    c.cfg.Items,
+		Services: c.cfg.Services,
 		Identity: &confettipb.Identity{InstanceId: c.cfg.Identity.InstanceID, Labels: c.cfg.Identity.Labels},
 		Token:    token,
 	}

@@ -10,19 +10,32 @@ import (
 )
 
 // View is an immutable snapshot of a subscription: every key the client
-// holds and the token it holds them at. A View never changes once
-// published; the client swaps in a new one for every Reset and every
-// Events message it applies, so readers see either the state before a
-// message or the state after it, never a mix. Its methods are safe for
-// concurrent use and take no lock. The KeyValues it returns are shared:
-// callers must not modify them.
+// holds and the token it holds them at. Keys are named as their writers
+// name them: a plain key as written (/routes/1), a config item by its name
+// (gateway), a service instance as <service>/<instance> (api/i-1); each
+// KeyValue's Kind says which. A View never changes once published; the
+// client swaps in a new one for every Reset and every Events message it
+// applies, so readers see either the state before a message or the state
+// after it, never a mix. Its methods are safe for concurrent use and take
+// no lock. The KeyValues it returns are shared: callers must not modify
+// them.
 type View struct {
 	token string
-	kvs   map[string]*confettipb.KeyValue
+	// kvs holds every key by its entry name (entryName).
+	kvs map[string]*confettipb.KeyValue
 
 	sortOnce sync.Once
 	sorted   []string
 }
+
+// entryName is the name a view holds a key under: its kind, then the key,
+// so that the keys of one kind are contiguous in order.
+func entryName(kind confettipb.KeyValue_Kind, key string) string {
+	return string(rune('0'+kind)) + key
+}
+
+// entryOf is the name a view holds kv under.
+func entryOf(kv *confettipb.KeyValue) string { return entryName(kv.GetKind(), kv.GetKey()) }
 
 // emptyView is the view of a client that holds nothing yet.
 var emptyView = &View{kvs: map[string]*confettipb.KeyValue{}}
@@ -32,7 +45,7 @@ var emptyView = &View{kvs: map[string]*confettipb.KeyValue{}}
 func NewView(token string, kvs ...*confettipb.KeyValue) *View {
 	m := make(map[string]*confettipb.KeyValue, len(kvs))
 	for _, kv := range kvs {
-		m[kv.Key] = kv
+		m[entryOf(kv)] = kv
 	}
 	return newView(token, m)
 }
@@ -45,18 +58,32 @@ func newView(token string, kvs map[string]*confettipb.KeyValue) *View {
 // not synced and loaded no snapshot.
 func (v *View) Token() string { return v.token }
 
-// Len is the number of keys in the view.
+// Len is the number of keys, items and service instances in the view.
 func (v *View) Len() int { return len(v.kvs) }
 
-// Get returns the key's current KeyValue, relative to the tenant
-// (kv/..., svc/<service>/<instance>, cfg/<item>).
+// Get returns a plain key's current KeyValue, the key named as written
+// (/routes/1).
 func (v *View) Get(key string) (*confettipb.KeyValue, bool) {
-	kv, ok := v.kvs[key]
+	kv, ok := v.kvs[entryName(confettipb.KeyValue_KEY, key)]
 	return kv, ok
 }
 
-// Keys returns the keys that start with prefix, sorted; an empty prefix
-// returns every key.
+// Item returns the config item's current KeyValue: the content of the
+// version the client resolves to in Value, which version and why in
+// Item.
+func (v *View) Item(name string) (*confettipb.KeyValue, bool) {
+	kv, ok := v.kvs[entryName(confettipb.KeyValue_ITEM, name)]
+	return kv, ok
+}
+
+// Instance returns one registered instance of a service.
+func (v *View) Instance(service, instance string) (*confettipb.KeyValue, bool) {
+	kv, ok := v.kvs[entryName(confettipb.KeyValue_SERVICE, service+"/"+instance)]
+	return kv, ok
+}
+
+// Keys returns the plain keys that start with prefix, sorted; an empty
+// prefix returns every plain key.
 func (v *View) Keys(prefix string) []string {
 	var out []string
 	v.Range(prefix, func(key string, _ *confettipb.KeyValue) bool {
@@ -66,19 +93,44 @@ func (v *View) Keys(prefix string) []string {
 	return out
 }
 
-// Range calls fn for every key that starts with prefix, in key order,
-// until fn returns false.
+// Range calls fn for every plain key that starts with prefix, in key
+// order, until fn returns false.
 func (v *View) Range(prefix string, fn func(key string, kv *confettipb.KeyValue) bool) {
-	keys := v.sortedKeys()
-	i, _ := slices.BinarySearch(keys, prefix)
-	for ; i < len(keys) && strings.HasPrefix(keys[i], prefix); i++ {
-		if !fn(keys[i], v.kvs[keys[i]]) {
+	v.rangeKind(confettipb.KeyValue_KEY, prefix, fn)
+}
+
+// RangeItems calls fn for every config item, in name order, until fn
+// returns false.
+func (v *View) RangeItems(fn func(name string, kv *confettipb.KeyValue) bool) {
+	v.rangeKind(confettipb.KeyValue_ITEM, "", fn)
+}
+
+// RangeInstances calls fn for every instance of service (of every service
+// when service is empty), in key order, until fn returns false. key is
+// <service>/<instance>.
+func (v *View) RangeInstances(service string, fn func(key string, kv *confettipb.KeyValue) bool) {
+	prefix := ""
+	if service != "" {
+		prefix = service + "/"
+	}
+	v.rangeKind(confettipb.KeyValue_SERVICE, prefix, fn)
+}
+
+// rangeKind calls fn for the keys of one kind that start with prefix, in
+// order, until fn returns false.
+func (v *View) rangeKind(kind confettipb.KeyValue_Kind, prefix string, fn func(key string, kv *confettipb.KeyValue) bool) {
+	names := v.sortedNames()
+	from := entryName(kind, prefix)
+	i, _ := slices.BinarySearch(names, from)
+	for ; i < len(names) && strings.HasPrefix(names[i], from); i++ {
+		kv := v.kvs[names[i]]
+		if !fn(kv.GetKey(), kv) {
 			return
 		}
 	}
 }
 
-func (v *View) sortedKeys() []string {
+func (v *View) sortedNames() []string {
 	v.sortOnce.Do(func() {
 		v.sorted = slices.Sorted(maps.Keys(v.kvs))
 	})
@@ -86,9 +138,11 @@ func (v *View) sortedKeys() []string {
 }
 
 // Update is one key's change within a Change: Old is the KeyValue before
-// (nil if the key was absent) and New after (nil if it was deleted).
+// (nil if the key was absent) and New after (nil if it was deleted). Key
+// and Kind name the key as View does.
 type Update struct {
 	Key      string
+	Kind     confettipb.KeyValue_Kind
 	Old, New *confettipb.KeyValue
 }
 
@@ -128,7 +182,7 @@ type Change struct {
 }
 
 // validator decides whether a PUT may enter the view; a non-nil error
-// refuses it (and NACKs it when it carries an item).
+// refuses it (and NACKs it when it carries an item). key is kv's key.
 type validator func(key string, kv *confettipb.KeyValue) error
 
 // applied is the outcome of applying one message to a view.
@@ -142,7 +196,7 @@ type applied struct {
 
 // admit runs the validator on a PUT of key, recording the ack or nack of
 // an item version. It reports whether kv may enter the view.
-func (a *applied) admit(validate validator, key string, kv, held *confettipb.KeyValue) bool {
+func (a *applied) admit(validate validator, kv, held *confettipb.KeyValue) bool {
 	if held != nil && held.ModRevision == kv.ModRevision && sameItem(held.Item, kv.Item) {
 		// Already validated when it entered the view.
 		a.ack(kv, nil)
@@ -150,14 +204,14 @@ func (a *applied) admit(validate validator, key string, kv, held *confettipb.Key
 	}
 	var err error
 	if validate != nil {
-		err = validate(key, kv)
+		err = validate(kv.GetKey(), kv)
 	}
 	a.ack(kv, err)
 	if err != nil {
 		if a.rejected == nil {
 			a.rejected = map[string]error{}
 		}
-		a.rejected[key] = err
+		a.rejected[kv.GetKey()] = err
 		return false
 	}
 	return true
@@ -185,11 +239,12 @@ func applyReset(old *View, kvs []*confettipb.KeyValue, token string, validate va
 	var a applied
 	next := make(map[string]*confettipb.KeyValue, len(kvs))
 	for _, kv := range kvs {
-		held := old.kvs[kv.Key]
-		if a.admit(validate, kv.Key, kv, held) {
-			next[kv.Key] = kv
+		name := entryOf(kv)
+		held := old.kvs[name]
+		if a.admit(validate, kv, held) {
+			next[name] = kv
 		} else if held != nil {
-			next[kv.Key] = held
+			next[name] = held
 		}
 	}
 	a.view = newView(token, next)
@@ -197,53 +252,61 @@ func applyReset(old *View, kvs []*confettipb.KeyValue, token string, validate va
 	return a
 }
 
-// applyEvents applies one Events message's transactions to old, in order.
+// applyEvents applies one Events message's transactions to old, in order;
+// the view it leaves is at the last transaction's token.
 func applyEvents(old *View, ev *confettipb.Events, validate validator) applied {
 	var a applied
 	next := maps.Clone(old.kvs)
-	touched := map[string]bool{}
+	touched := map[string]*confettipb.KeyValue{}
+	token := old.token
 	for _, txn := range ev.GetTxns() {
 		for _, e := range txn.GetEvents() {
 			kv := e.GetKv()
 			if kv == nil {
 				continue
 			}
-			key := kv.Key
+			name := entryOf(kv)
 			if e.GetType() == confettipb.Event_DELETE {
-				delete(next, key)
-				touched[key] = true
+				delete(next, name)
+				touched[name] = kv
 				continue
 			}
-			if a.admit(validate, key, kv, next[key]) {
-				next[key] = kv
-				touched[key] = true
+			if a.admit(validate, kv, next[name]) {
+				next[name] = kv
+				touched[name] = kv
 			}
 		}
+		if t := txn.GetToken(); t != "" {
+			token = t
+		}
 	}
-	a.view = newView(ev.GetToken(), next)
-	for _, key := range slices.Sorted(maps.Keys(touched)) {
-		o, n := old.kvs[key], next[key]
+	a.view = newView(token, next)
+	for _, name := range slices.Sorted(maps.Keys(touched)) {
+		o, n := old.kvs[name], next[name]
 		if o != n {
-			a.updates = append(a.updates, Update{Key: key, Old: o, New: n})
+			kv := touched[name]
+			a.updates = append(a.updates, Update{Key: kv.GetKey(), Kind: kv.GetKind(), Old: o, New: n})
 		}
 	}
 	return a
 }
 
-// diff lists the keys whose KeyValue differs between old and next, in key
-// order.
+// diff lists the keys whose KeyValue differs between old and next, by kind
+// and key.
 func diff(old, next map[string]*confettipb.KeyValue) []Update {
 	var out []Update
 	for k, n := range next {
 		if o := old[k]; o == nil || o.ModRevision != n.ModRevision || string(o.Value) != string(n.Value) || !sameItem(o.Item, n.Item) {
-			out = append(out, Update{Key: k, Old: o, New: n})
+			out = append(out, Update{Key: n.GetKey(), Kind: n.GetKind(), Old: o, New: n})
 		}
 	}
 	for k, o := range old {
 		if _, ok := next[k]; !ok {
-			out = append(out, Update{Key: k, Old: o})
+			out = append(out, Update{Key: o.GetKey(), Kind: o.GetKind(), Old: o})
 		}
 	}
-	slices.SortFunc(out, func(a, b Update) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b Update) int {
+		return strings.Compare(entryName(a.Kind, a.Key), entryName(b.Kind, b.Key))
+	})
 	return out
 }

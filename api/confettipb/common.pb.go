@@ -21,6 +21,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Kind says what a key of a subscription is; the KV API serves plain
+// keys only.
+type KeyValue_Kind int32
+
+const (
+	// KEY is a plain key, named as written (/routes/1).
+	KeyValue_KEY KeyValue_Kind = 0
+	// ITEM is a config item, named by the item (gateway), whose value is
+	// the content of the version the subscriber resolves to (see item).
+	KeyValue_ITEM KeyValue_Kind = 1
+	// SERVICE is a registered instance of a service, named
+	// <service>/<instance> (api/i-1).
+	KeyValue_SERVICE KeyValue_Kind = 2
+)
+
+// Enum value maps for KeyValue_Kind.
+var (
+	KeyValue_Kind_name = map[int32]string{
+		0: "KEY",
+		1: "ITEM",
+		2: "SERVICE",
+	}
+	KeyValue_Kind_value = map[string]int32{
+		"KEY":     0,
+		"ITEM":    1,
+		"SERVICE": 2,
+	}
+)
+
+func (x KeyValue_Kind) Enum() *KeyValue_Kind {
+	p := new(KeyValue_Kind)
+	*p = x
+	return p
+}
+
+func (x KeyValue_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyValue_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_confetti_v1_common_proto_enumTypes[0].Descriptor()
+}
+
+func (KeyValue_Kind) Type() protoreflect.EnumType {
+	return &file_confetti_v1_common_proto_enumTypes[0]
+}
+
+func (x KeyValue_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyValue_Kind.Descriptor instead.
+func (KeyValue_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_confetti_v1_common_proto_rawDescGZIP(), []int{1, 0}
+}
+
 type Event_Type int32
 
 const (
@@ -51,11 +107,11 @@ func (x Event_Type) String() string {
 }
 
 func (Event_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_confetti_v1_common_proto_enumTypes[0].Descriptor()
+	return file_confetti_v1_common_proto_enumTypes[1].Descriptor()
 }
 
 func (Event_Type) Type() protoreflect.EnumType {
-	return &file_confetti_v1_common_proto_enumTypes[0]
+	return &file_confetti_v1_common_proto_enumTypes[1]
 }
 
 func (x Event_Type) Number() protoreflect.EnumNumber {
@@ -140,10 +196,8 @@ func (x *ResponseHeader) GetEpoch() int64 {
 	return 0
 }
 
-// KeyValue is one key of a tenant. Keys are always relative to the
-// namespace the API serves (the KV space for KV calls, the tenant's whole
-// namespace for subscriptions); callers never see physical etcd keys. Keys
-// are UTF-8 strings.
+// KeyValue is one key of a tenant, named as its writers name it: callers
+// never see physical etcd keys. Keys are UTF-8 strings.
 type KeyValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -157,9 +211,12 @@ type KeyValue struct {
 	Version int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	// lease is the id of the lease attached to the key, or zero.
 	Lease int64 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
-	// item is set on the key cfg/<item> of a subscription: the config item's
+	// item is set on an ITEM key of a subscription: the config item's
 	// version this subscriber resolves to, whose content is value.
-	Item          *ItemRef `protobuf:"bytes,7,opt,name=item,proto3" json:"item,omitempty"`
+	Item *ItemRef `protobuf:"bytes,7,opt,name=item,proto3" json:"item,omitempty"`
+	// kind is what the key names in a subscription: a plain key, an item
+	// or a service instance.
+	Kind          KeyValue_Kind `protobuf:"varint,8,opt,name=kind,proto3,enum=confetti.v1.KeyValue_Kind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -241,6 +298,13 @@ func (x *KeyValue) GetItem() *ItemRef {
 		return x.Item
 	}
 	return nil
+}
+
+func (x *KeyValue) GetKind() KeyValue_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return KeyValue_KEY
 }
 
 // ItemRef names the version of a config item a subscriber holds, and the
@@ -388,7 +452,7 @@ const file_confetti_v1_common_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\"\xd8\x01\n" +
+	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\"\xb0\x02\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
@@ -396,7 +460,12 @@ const file_confetti_v1_common_proto_rawDesc = "" +
 	"\fmod_revision\x18\x04 \x01(\x03R\vmodRevision\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\x12\x14\n" +
 	"\x05lease\x18\x06 \x01(\x03R\x05lease\x12(\n" +
-	"\x04item\x18\a \x01(\v2\x14.confetti.v1.ItemRefR\x04item\"s\n" +
+	"\x04item\x18\a \x01(\v2\x14.confetti.v1.ItemRefR\x04item\x12.\n" +
+	"\x04kind\x18\b \x01(\x0e2\x1a.confetti.v1.KeyValue.KindR\x04kind\"&\n" +
+	"\x04Kind\x12\a\n" +
+	"\x03KEY\x10\x00\x12\b\n" +
+	"\x04ITEM\x10\x01\x12\v\n" +
+	"\aSERVICE\x10\x02\"s\n" +
 	"\aItemRef\x12\x12\n" +
 	"\x04item\x18\x01 \x01(\tR\x04item\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x17\n" +
@@ -423,25 +492,27 @@ func file_confetti_v1_common_proto_rawDescGZIP() []byte {
 	return file_confetti_v1_common_proto_rawDescData
 }
 
-var file_confetti_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_confetti_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_confetti_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_confetti_v1_common_proto_goTypes = []any{
-	(Event_Type)(0),        // 0: confetti.v1.Event.Type
-	(*ResponseHeader)(nil), // 1: confetti.v1.ResponseHeader
-	(*KeyValue)(nil),       // 2: confetti.v1.KeyValue
-	(*ItemRef)(nil),        // 3: confetti.v1.ItemRef
-	(*Event)(nil),          // 4: confetti.v1.Event
+	(KeyValue_Kind)(0),     // 0: confetti.v1.KeyValue.Kind
+	(Event_Type)(0),        // 1: confetti.v1.Event.Type
+	(*ResponseHeader)(nil), // 2: confetti.v1.ResponseHeader
+	(*KeyValue)(nil),       // 3: confetti.v1.KeyValue
+	(*ItemRef)(nil),        // 4: confetti.v1.ItemRef
+	(*Event)(nil),          // 5: confetti.v1.Event
 }
 var file_confetti_v1_common_proto_depIdxs = []int32{
-	3, // 0: confetti.v1.KeyValue.item:type_name -> confetti.v1.ItemRef
-	0, // 1: confetti.v1.Event.type:type_name -> confetti.v1.Event.Type
-	2, // 2: confetti.v1.Event.kv:type_name -> confetti.v1.KeyValue
-	2, // 3: confetti.v1.Event.prev_kv:type_name -> confetti.v1.KeyValue
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 0: confetti.v1.KeyValue.item:type_name -> confetti.v1.ItemRef
+	0, // 1: confetti.v1.KeyValue.kind:type_name -> confetti.v1.KeyValue.Kind
+	1, // 2: confetti.v1.Event.type:type_name -> confetti.v1.Event.Type
+	3, // 3: confetti.v1.Event.kv:type_name -> confetti.v1.KeyValue
+	3, // 4: confetti.v1.Event.prev_kv:type_name -> confetti.v1.KeyValue
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_confetti_v1_common_proto_init() }
@@ -454,7 +525,7 @@ func file_confetti_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_confetti_v1_common_proto_rawDesc), len(file_confetti_v1_common_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -277,18 +277,29 @@ func (*Cancel) Descriptor() ([]byte, []int) {
 	return file_confetti_v1_subscribe_proto_rawDescGZIP(), []int{2}
 }
 
-// Start opens a subscription.
+// Start opens a subscription. It names what the subscriber receives in the
+// caller's key space, the names writers use: prefixes of plain keys, config
+// items and services. When prefixes, items and services are all empty, the
+// subscription receives every plain key, every item and every service of
+// the tenant.
 type Start struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	// prefixes are relative to the tenant's namespace and start with kv/,
-	// svc/ or cfg/ (for example "kv/routes/"); an empty list subscribes to
-	// all three.
+	// prefixes are prefixes of the tenant's plain keys, exactly as writers
+	// name the keys: "/routes/" receives the key /routes/1; "" receives
+	// every plain key.
 	Prefixes []string  `protobuf:"bytes,2,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
 	Identity *Identity `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
-	// token resumes from a previous message's token; empty starts with a
-	// Reset.
-	Token         string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	// token resumes from a token of an earlier message (a transaction's, a
+	// final Reset chunk's or a bookmark's); empty starts with a Reset.
+	Token string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	// items are names of config items whose effective version the
+	// subscriber receives (see KeyValue.kind ITEM); "*" names every item.
+	Items []string `protobuf:"bytes,5,rep,name=items,proto3" json:"items,omitempty"`
+	// services are names of services whose registered instances the
+	// subscriber receives (see KeyValue.kind SERVICE); "*" names every
+	// service.
+	Services      []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,6 +360,20 @@ func (x *Start) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *Start) GetItems() []string {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *Start) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
 }
 
 // Ack reports that a gateway applied (ok) or refused (nack) an item version.
@@ -675,9 +700,12 @@ func (x *Reset) GetChunk() int32 {
 
 // Txn is the part of one etcd transaction a subscription can see.
 type Txn struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Events        []*Event               `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Events   []*Event               `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// token resumes exactly after this transaction: a client that applied
+	// the message's transactions up to this one and stops keeps it.
+	Token         string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -726,11 +754,19 @@ func (x *Txn) GetEvents() []*Event {
 	return nil
 }
 
-// Events carries one or more whole transactions in revision order.
+func (x *Txn) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// Events carries one or more whole transactions in revision order. Each
+// transaction carries its own token; the token of the message is that of
+// its last transaction.
 type Events struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Txns          []*Txn                 `protobuf:"bytes,1,rep,name=txns,proto3" json:"txns,omitempty"`
-	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -770,13 +806,6 @@ func (x *Events) GetTxns() []*Txn {
 		return x.Txns
 	}
 	return nil
-}
-
-func (x *Events) GetToken() string {
-	if x != nil {
-		return x.Token
-	}
-	return ""
 }
 
 // Progress says nothing changed for the subscription up to token.
@@ -1273,12 +1302,14 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x06cancel\x18\x04 \x01(\v2\x13.confetti.v1.CancelH\x00R\x06cancel\x12'\n" +
 	"\x0fsubscription_id\x18\x03 \x01(\x03R\x0esubscriptionIdB\t\n" +
 	"\arequest\"\b\n" +
-	"\x06Cancel\"\x84\x01\n" +
+	"\x06Cancel\"\xb6\x01\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1a\n" +
 	"\bprefixes\x18\x02 \x03(\tR\bprefixes\x121\n" +
 	"\bidentity\x18\x03 \x01(\v2\x15.confetti.v1.IdentityR\bidentity\x12\x14\n" +
-	"\x05token\x18\x04 \x01(\tR\x05token\"Y\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\x12\x14\n" +
+	"\x05items\x18\x05 \x03(\tR\x05items\x12\x1a\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\"Y\n" +
 	"\x03Ack\x12\x12\n" +
 	"\x04item\x18\x01 \x01(\tR\x04item\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x0e\n" +
@@ -1299,13 +1330,13 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x03kvs\x18\x01 \x03(\v2\x15.confetti.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\bR\x04last\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\x12\x14\n" +
-	"\x05chunk\x18\x04 \x01(\x05R\x05chunk\"M\n" +
+	"\x05chunk\x18\x04 \x01(\x05R\x05chunk\"c\n" +
 	"\x03Txn\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12*\n" +
-	"\x06events\x18\x02 \x03(\v2\x12.confetti.v1.EventR\x06events\"D\n" +
+	"\x06events\x18\x02 \x03(\v2\x12.confetti.v1.EventR\x06events\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\";\n" +
 	"\x06Events\x12$\n" +
-	"\x04txns\x18\x01 \x03(\v2\x10.confetti.v1.TxnR\x04txns\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\" \n" +
+	"\x04txns\x18\x01 \x03(\v2\x10.confetti.v1.TxnR\x04txnsJ\x04\b\x02\x10\x03R\x05token\" \n" +
 	"\bProgress\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x14\n" +
 	"\x12CacheStatusRequest\"\xff\x02\n" +

@@ -145,8 +145,8 @@ func (a *app) startDevGateway(ctx context.Context, lg *zap.Logger, layout devLay
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	defer wcancel()
 	for {
-		_, ok1 := g.client.Get("svc/hello/b-1")
-		_, ok2 := g.client.Get("svc/hello/b-2")
+		_, ok1 := g.client.View().Instance("hello", "b-1")
+		_, ok2 := g.client.View().Instance("hello", "b-2")
 		if ok1 && ok2 {
 			return out, nil
 		}

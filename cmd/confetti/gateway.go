@@ -45,6 +45,7 @@ func startGateway(ctx context.Context, lg *zap.Logger, o gatewayOptions) (*runni
 		Endpoints:   o.endpoints,
 		Tenant:      o.tenant,
 		Prefixes:    router.Prefixes,
+		Services:    router.Services,
 		Identity:    o.identity,
 		APIKey:      o.apiKey,
 		SnapshotDir: o.snapshotDir,

@@ -282,14 +282,14 @@ refuse each with --nack REASON. One line per version received.`,
   confetti item watch --tenant demo routes --instance-id gw-b --labels zone=b --nack "bad upstream"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key := "cfg/" + args[0]
+			item := args[0]
 			if identity.InstanceID == "" {
 				identity.InstanceID, _ = os.Hostname()
 			}
-			cfg := gateway.Config{Endpoints: a.cacheEndpoints, Tenant: tenant, Prefixes: []string{key}, Identity: identity, APIKey: a.apiKey}
+			cfg := gateway.Config{Endpoints: a.cacheEndpoints, Tenant: tenant, Items: []string{item}, Identity: identity, APIKey: a.apiKey}
 			if nack != "" {
 				cfg.Validate = func(k string, kv *pb.KeyValue) error {
-					if k == key {
+					if kv.GetKind() == pb.KeyValue_ITEM && k == item {
 						return errors.New(nack)
 					}
 					return nil
@@ -330,8 +330,8 @@ refuse each with --nack REASON. One line per version received.`,
 			}
 			c.OnChange(func(ch gateway.Change) {
 				for _, u := range ch.Updates {
-					if u.Key == key {
-						kv, ok := ch.View.Get(key)
+					if u.Kind == pb.KeyValue_ITEM && u.Key == item {
+						kv, ok := ch.View.Item(item)
 						print(kv, ok)
 					}
 				}
@@ -341,7 +341,7 @@ refuse each with --nack REASON. One line per version received.`,
 			}
 			select {
 			case <-c.Ready():
-				if _, ok := c.Get(key); !ok {
+				if _, ok := c.Item(item); !ok {
 					print(nil, false)
 				}
 			case <-ctx.Done():

@@ -17,10 +17,6 @@ import (
 	pb "github.com/confetti-io/confetti/api/confettipb"
 )
 
-// kvSpace is the tenant namespace of plain keys; subscriptions name it,
-// and the CLI shows keys without it.
-const kvSpace = "kv/"
-
 // cliIdentity is the identity kv watch subscribes with. Resume tokens are
 // bound to an identity, so it is the same for every invocation: a token
 // printed by one watch resumes in the next.
@@ -205,26 +201,27 @@ func newKVWatchCommand(a *app) *cobra.Command {
 		Use:   "watch --tenant T PREFIX",
 		Short: "Print the keys under a prefix, then every change, through a cache node",
 		Long: `Subscribe to a prefix of the tenant's KV space through a cache node. The
-first lines are the current state (key value rev=R token=T), then one line
-per change (PUT key value rev=R token=T, DELETE key rev=R token=T). Pass a
-printed token to --from to see only what came after it; when the cache's
-history no longer reaches that far, the current state is printed again. If
-the cache node fails, the watch resumes on the next --cache-endpoints entry
-from its last token.`,
+first lines are the current state (key value rev=R), then one line per
+change (PUT key value rev=R, DELETE key rev=R). The last line of the state
+and of each transaction ends with token=T: pass a printed token to --from
+to see exactly what came after that line; when the cache's history no
+longer reaches that far, the current state is printed again. If the cache
+node fails, the watch resumes on the next --cache-endpoints entry from its
+last token.`,
 		Example: `  confetti kv watch --tenant acme /routes/
   confetti kv watch --tenant acme /routes/ --count 1
   confetti kv watch --tenant acme /routes/ --from <token>`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w.a = a
-			w.prefix = kvSpace + args[0]
+			w.prefix = args[0]
 			w.p = a.printer()
 			return w.run(cmd.Context())
 		},
 	}
 	tenantFlag(cmd, &w.tenant)
 	cmd.Flags().StringVar(&w.token, "from", "", "resume after this token (printed by an earlier watch)")
-	cmd.Flags().IntVar(&w.count, "count", 0, "exit after N lines, or N JSON objects with -w json (0: run until interrupted)")
+	cmd.Flags().IntVar(&w.count, "count", 0, "exit after N lines, finishing the state or transaction being printed so that the last token printed resumes after it; or after N JSON objects with -w json (0: run until interrupted)")
 	return cmd
 }
 
@@ -341,7 +338,6 @@ func (w *watcher) stream(ctx context.Context, endpoint string) (progressed bool,
 			}
 			reset = nil
 		case *pb.SubscribeResponse_Events:
-			w.token = m.Events.Token
 			if err := w.printEvents(m.Events); err != nil {
 				return progressed, err
 			}
@@ -351,78 +347,70 @@ func (w *watcher) stream(ctx context.Context, endpoint string) (progressed bool,
 	}
 }
 
-// done counts one printed line and returns errCountReached when the
-// watch has printed --count lines.
-func (w *watcher) done() error {
-	w.printed++
+// done counts n printed objects or lines, ending with a token, and returns
+// errCountReached when the watch has printed --count of them.
+func (w *watcher) done(n int) error {
+	w.printed += n
 	if w.count > 0 && w.printed >= w.count {
 		return errCountReached
 	}
 	return nil
 }
 
-func stripKV(kv *pb.KeyValue) *pb.KeyValue {
-	if kv == nil {
-		return nil
-	}
-	kv = proto.Clone(kv).(*pb.KeyValue)
-	kv.Key = strings.TrimPrefix(kv.Key, kvSpace)
-	return kv
-}
-
+// printReset prints the state of a Reset; only its last line carries the
+// token, which resumes after the whole state.
 func (w *watcher) printReset(kvs []*pb.KeyValue, token string) error {
 	if w.p.json {
-		out := &pb.Reset{Last: true, Token: token}
-		for _, kv := range kvs {
-			out.Kvs = append(out.Kvs, stripKV(kv))
-		}
+		out := &pb.Reset{Last: true, Token: token, Kvs: kvs}
 		if err := w.p.message(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Reset_{Reset_: out}}); err != nil {
 			return err
 		}
-		return w.done()
+		return w.done(1)
 	}
-	for _, kv := range kvs {
-		kv = stripKV(kv)
-		if err := w.p.line("%s %s rev=%d token=%s", kv.Key, printable(kv.Value), kv.ModRevision, token); err != nil {
+	for i, kv := range kvs {
+		line := fmt.Sprintf("%s %s rev=%d", kv.Key, printable(kv.Value), kv.ModRevision)
+		if i == len(kvs)-1 {
+			line += " token=" + token
+		}
+		if err := w.p.line("%s", line); err != nil {
 			return err
 		}
-		if err := w.done(); err != nil {
-			return err
-		}
 	}
-	return nil
+	return w.done(len(kvs))
 }
 
+// printEvents prints an Events message's transactions: one line per event,
+// the last line of each transaction with the transaction's token, which
+// resumes exactly after it. The watch stops only between transactions.
 func (w *watcher) printEvents(evs *pb.Events) error {
 	if w.p.json {
-		out := &pb.Events{Token: evs.Token}
-		for _, txn := range evs.Txns {
-			t := &pb.Txn{Revision: txn.Revision}
-			for _, ev := range txn.Events {
-				t.Events = append(t.Events, &pb.Event{Type: ev.Type, Kv: stripKV(ev.Kv), PrevKv: stripKV(ev.PrevKv)})
-			}
-			out.Txns = append(out.Txns, t)
-		}
-		if err := w.p.message(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Events{Events: out}}); err != nil {
+		if err := w.p.message(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Events{Events: evs}}); err != nil {
 			return err
 		}
-		return w.done()
+		if txns := evs.Txns; len(txns) > 0 {
+			w.token = txns[len(txns)-1].Token
+		}
+		return w.done(1)
 	}
 	for _, txn := range evs.Txns {
-		for _, ev := range txn.Events {
-			kv := stripKV(ev.Kv)
-			var err error
+		for i, ev := range txn.Events {
+			kv := ev.Kv
+			var line string
 			if ev.Type == pb.Event_DELETE {
-				err = w.p.line("DELETE %s rev=%d token=%s", kv.GetKey(), txn.Revision, evs.Token)
+				line = fmt.Sprintf("DELETE %s rev=%d", kv.GetKey(), txn.Revision)
 			} else {
-				err = w.p.line("PUT %s %s rev=%d token=%s", kv.GetKey(), printable(kv.GetValue()), txn.Revision, evs.Token)
+				line = fmt.Sprintf("PUT %s %s rev=%d", kv.GetKey(), printable(kv.GetValue()), txn.Revision)
 			}
-			if err != nil {
+			if i == len(txn.Events)-1 {
+				line += " token=" + txn.Token
+			}
+			if err := w.p.line("%s", line); err != nil {
 				return err
 			}
-			if err := w.done(); err != nil {
-				return err
-			}
+		}
+		w.token = txn.Token
+		if err := w.done(len(txn.Events)); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -73,20 +74,22 @@ func resetMsg(chunk int32, last bool, token string, kvs ...*pb.KeyValue) *pb.Sub
 	return &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Reset_{Reset_: &pb.Reset{Chunk: chunk, Last: last, Token: token, Kvs: kvs}}}
 }
 
-func eventsMsg(token string, txns ...*pb.Txn) *pb.SubscribeResponse {
-	return &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Events{Events: &pb.Events{Token: token, Txns: txns}}}
+func eventsMsg(txns ...*pb.Txn) *pb.SubscribeResponse {
+	return &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Events{Events: &pb.Events{Txns: txns}}}
 }
 
 func progressMsg(token string) *pb.SubscribeResponse {
 	return &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Progress{Progress: &pb.Progress{Token: token}}}
 }
 
+// put is a transaction putting key, whose token is "t<rev>".
 func put(rev int64, key, value string) *pb.Txn {
-	return &pb.Txn{Revision: rev, Events: []*pb.Event{{Type: pb.Event_PUT, Kv: kv(key, value, rev)}}}
+	return &pb.Txn{Revision: rev, Token: fmt.Sprint("t", rev), Events: []*pb.Event{{Type: pb.Event_PUT, Kv: kv(key, value, rev)}}}
 }
 
+// del is a transaction deleting key, whose token is "t<rev>".
 func del(rev int64, key string) *pb.Txn {
-	return &pb.Txn{Revision: rev, Events: []*pb.Event{{Type: pb.Event_DELETE, Kv: &pb.KeyValue{Key: key, ModRevision: rev}}}}
+	return &pb.Txn{Revision: rev, Token: fmt.Sprint("t", rev), Events: []*pb.Event{{Type: pb.Event_DELETE, Kv: &pb.KeyValue{Key: key, ModRevision: rev}}}}
 }
 
 // runCLI runs one command line in process with an empty environment and
@@ -115,13 +118,13 @@ func runCLIWith(t *testing.T, clientConfig string, args ...string) (string, stri
 
 func TestWatchPrintsResetAndEventsAndResumesOnTheNextNode(t *testing.T) {
 	first := &scriptedCache{script: []*pb.SubscribeResponse{
-		resetMsg(0, false, "", kv("kv//routes/a", "A", 3)),
-		resetMsg(1, true, "t1", kv("kv//routes/b", "B", 4)),
-		eventsMsg("t2", put(5, "kv//routes/c", `{"uri":"/c"}`)),
-		progressMsg("t3"),
+		resetMsg(0, false, "", kv("/routes/a", "A", 3)),
+		resetMsg(1, true, "t4", kv("/routes/b", "B", 4)),
+		eventsMsg(put(5, "/routes/c", `{"uri":"/c"}`)),
+		progressMsg("t5b"),
 	}}
 	second := &scriptedCache{hold: true, script: []*pb.SubscribeResponse{
-		eventsMsg("t4", del(6, "kv//routes/a"), put(7, "kv//routes/d", "D")),
+		eventsMsg(del(6, "/routes/a"), put(7, "/routes/d", "D")),
 	}}
 	eps := startCache(t, first) + "," + startCache(t, second)
 
@@ -130,10 +133,10 @@ func TestWatchPrintsResetAndEventsAndResumesOnTheNextNode(t *testing.T) {
 		t.Fatalf("watch: %v (stderr %q)", err, errOut)
 	}
 	want := strings.Join([]string{
-		"/routes/a A rev=3 token=t1",
-		"/routes/b B rev=4 token=t1",
-		`PUT /routes/c {"uri":"/c"} rev=5 token=t2`,
-		"DELETE /routes/a rev=6 token=t4",
+		"/routes/a A rev=3",
+		"/routes/b B rev=4 token=t4",
+		`PUT /routes/c {"uri":"/c"} rev=5 token=t5`,
+		"DELETE /routes/a rev=6 token=t6",
 	}, "\n") + "\n"
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("output (-want +got):\n%s", diff)
@@ -142,18 +145,52 @@ func TestWatchPrintsResetAndEventsAndResumesOnTheNextNode(t *testing.T) {
 		t.Errorf("stderr %q does not report the failover", errOut)
 	}
 	got := first.received()
-	if len(got) != 1 || got[0].Tenant != "acme" || got[0].Token != "" || !cmp.Equal(got[0].Prefixes, []string{"kv//routes/"}) {
-		t.Fatalf("first node got starts %v, want one for acme, prefix kv//routes/, no token", got)
+	if len(got) != 1 || got[0].Tenant != "acme" || got[0].Token != "" || !cmp.Equal(got[0].Prefixes, []string{"/routes/"}) {
+		t.Fatalf("first node got starts %v, want one for acme, prefix /routes/, no token", got)
 	}
 	got = second.received()
-	if len(got) != 1 || got[0].Token != "t3" {
-		t.Fatalf("second node got starts %v, want one resuming from the progress token t3", got)
+	if len(got) != 1 || got[0].Token != "t5b" {
+		t.Fatalf("second node got starts %v, want one resuming from the progress token t5b", got)
+	}
+}
+
+// Every printed token resumes exactly after its line: a watch that stops
+// after the first of two transactions delivered in one message prints
+// that transaction's token, and a watch from it is sent from there. Only
+// the last line of a transaction carries a token, and a watch never stops
+// inside a transaction.
+func TestWatchPrintsTokensThatResumeAfterTheirLine(t *testing.T) {
+	node := &scriptedCache{hold: true, script: []*pb.SubscribeResponse{
+		eventsMsg(put(4, "/w/4", "4"), put(5, "/w/5", "5")),
+	}}
+	ep := startCache(t, node)
+	out, errOut, err := runCLI(t, "kv", "watch", "--tenant", "acme", "/w/", "--from", "t3", "--count", "1", "--cache-endpoints", ep)
+	if err != nil {
+		t.Fatalf("watch: %v (stderr %q)", err, errOut)
+	}
+	if want := "PUT /w/4 4 rev=4 token=t4\n"; out != want {
+		t.Fatalf("output = %q, want %q", out, want)
+	}
+
+	two := &pb.Txn{Revision: 8, Token: "t8", Events: []*pb.Event{
+		{Type: pb.Event_PUT, Kv: kv("/w/6", "6", 8)}, {Type: pb.Event_PUT, Kv: kv("/w/7", "7", 8)},
+	}}
+	node = &scriptedCache{hold: true, script: []*pb.SubscribeResponse{eventsMsg(two, put(9, "/w/9", "9"))}}
+	out, errOut, err = runCLI(t, "kv", "watch", "--tenant", "acme", "/w/", "--from", "t4", "--count", "1", "--cache-endpoints", startCache(t, node))
+	if err != nil {
+		t.Fatalf("watch: %v (stderr %q)", err, errOut)
+	}
+	if want := "PUT /w/6 6 rev=8\nPUT /w/7 7 rev=8 token=t8\n"; out != want {
+		t.Fatalf("a transaction of two keys printed %q, want %q", out, want)
+	}
+	if got := node.received(); len(got) != 1 || got[0].Token != "t4" {
+		t.Fatalf("node got starts %v, want one from t4", got)
 	}
 }
 
 func TestWatchFromATokenPrintsOnlyWhatFollows(t *testing.T) {
 	node := &scriptedCache{hold: true, script: []*pb.SubscribeResponse{
-		eventsMsg("t9", put(9, "kv//routes/x", "X")),
+		eventsMsg(put(9, "/routes/x", "X")),
 	}}
 	out, errOut, err := runCLI(t, "kv", "watch", "--tenant", "acme", "/routes/", "--from", "t8", "--count", "1", "--cache-endpoints", startCache(t, node))
 	if err != nil {
@@ -169,10 +206,10 @@ func TestWatchFromATokenPrintsOnlyWhatFollows(t *testing.T) {
 
 func TestWatchJSONPrintsOneObjectPerMessage(t *testing.T) {
 	node := &scriptedCache{hold: true, script: []*pb.SubscribeResponse{
-		resetMsg(0, false, "", kv("kv//a", "A", 3)),
-		resetMsg(1, true, "t1", kv("kv//b", "B", 4)),
-		progressMsg("t2"),
-		eventsMsg("t3", put(5, "kv//c", "C")),
+		resetMsg(0, false, "", kv("/a", "A", 3)),
+		resetMsg(1, true, "t4", kv("/b", "B", 4)),
+		progressMsg("t4b"),
+		eventsMsg(put(5, "/c", "C"), put(6, "/d", "D")),
 	}}
 	out, errOut, err := runCLI(t, "kv", "watch", "--tenant", "acme", "/", "--count", "2", "-w", "json", "--cache-endpoints", startCache(t, node))
 	if err != nil {
@@ -183,12 +220,15 @@ func TestWatchJSONPrintsOneObjectPerMessage(t *testing.T) {
 		t.Fatalf("got %d lines, want 2 (the whole reset, then the events):\n%s", len(lines), out)
 	}
 	for i, want := range []string{`"/a"`, `"/c"`} {
-		if !strings.Contains(lines[i], want) || strings.Contains(lines[i], `"kv/`) {
-			t.Errorf("line %d = %s, want key %s without the kv/ space", i, lines[i], want)
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d = %s, want key %s", i, lines[i], want)
 		}
 	}
-	if !strings.Contains(lines[0], `"/b"`) || !strings.Contains(lines[0], `"t1"`) {
+	if !strings.Contains(lines[0], `"/b"`) || !strings.Contains(lines[0], `"t4"`) {
 		t.Errorf("reset line %s lacks the second chunk or its token", lines[0])
+	}
+	if !strings.Contains(lines[1], `"t5"`) || !strings.Contains(lines[1], `"t6"`) {
+		t.Errorf("events line %s lacks a transaction's token", lines[1])
 	}
 }
 

@@ -107,9 +107,9 @@ func (r *registration) run(ctx context.Context) error {
 	}
 }
 
-// key is the instance's key relative to the tenant.
+// key names the instance as subscribers see it: <service>/<instance>.
 func (r *registration) key() string {
-	return "svc/" + r.inst.Service + "/" + r.inst.Id
+	return r.inst.Service + "/" + r.inst.Id
 }
 
 // register registers the instance once and prints the result.

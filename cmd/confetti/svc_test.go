@@ -207,11 +207,11 @@ func TestSvcRegisterKeepsAliveRegistersAgainAndDeregisters(t *testing.T) {
 	if diff := cmp.Diff(wantDereg, deregisters, protocmp.Transform()); diff != "" {
 		t.Fatalf("deregister requests (-want +got):\n%s", diff)
 	}
-	wantOut := "registered svc/api/i-1 lease=7 ttl=3\nregistered svc/api/i-1 lease=8 ttl=3\nderegistered svc/api/i-1\n"
+	wantOut := "registered api/i-1 lease=7 ttl=3\nregistered api/i-1 lease=8 ttl=3\nderegistered api/i-1\n"
 	if out.String() != wantOut {
 		t.Fatalf("output = %q, want %q", out.String(), wantOut)
 	}
-	for _, want := range []string{"shutting down; retrying", "lease 7 of svc/api/i-1 expired; registering again"} {
+	for _, want := range []string{"shutting down; retrying", "lease 7 of api/i-1 expired; registering again"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Fatalf("stderr %q does not say %q", errOut.String(), want)
 		}

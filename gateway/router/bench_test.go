@@ -25,11 +25,11 @@ import (
 func BenchmarkGateway(b *testing.B) {
 	one, two := backend(b, "one"), backend(b, "two")
 	upstreams := map[string]string{
-		"kv/upstreams/one": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(one)),
-		"kv/upstreams/two": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(two)),
+		"/upstreams/one": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(one)),
+		"/upstreams/two": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(two)),
 	}
 	config := func(to string) map[string]string {
-		m := map[string]string{"kv/routes/r": fmt.Sprintf(`{"uri":"/hello","upstream_id":%q}`, to)}
+		m := map[string]string{"/routes/r": fmt.Sprintf(`{"uri":"/hello","upstream_id":%q}`, to)}
 		for k, v := range upstreams {
 			m[k] = v
 		}

@@ -17,7 +17,7 @@ import (
 // cannot use; the key is skipped (and refused by Validate).
 var ErrBadConfig = errors.New("router: invalid config")
 
-// Route is the value of kv/routes/<id>, in the shape of an APISIX route:
+// Route is the value of the key /routes/<id>, in the shape of an APISIX route:
 //
 //	{"uri": "/api/*", "methods": ["GET"], "host": "example.com",
 //	 "upstream_id": "web", "priority": 10}
@@ -48,7 +48,7 @@ type Route struct {
 // nodes is a map of host:port to weight or APISIX's list of
 // {"host", "port", "weight"}; a node of weight 0 takes no traffic. With
 // service (or service_name) the upstream also takes every live instance
-// registered under svc/<service>/ (an instance without a weight counts 1).
+// registered for the service (an instance without a weight counts 1).
 // type must be roundrobin (smooth weighted round-robin) or empty.
 type Upstream struct {
 	Type        string `json:"type,omitempty"`
@@ -177,7 +177,7 @@ func (u *Upstream) check() error {
 	return nil
 }
 
-// instance is the value of svc/<service>/<instance> that the shard proxy
+// instance is the value of a service instance that the shard proxy
 // writes on registration.
 type instance struct {
 	Address string            `json:"address"`
@@ -199,10 +199,20 @@ func parseInstance(value []byte) (*instance, error) {
 	return &in, nil
 }
 
-// Prefixes are the subscription prefixes the router needs: routes and
-// upstreams (written as kv/routes/<id> or, through `confetti kv put
-// /routes/<id>`, kv//routes/<id>) and every service's instances.
-var Prefixes = []string{"kv/routes/", "kv//routes/", "kv/upstreams/", "kv//upstreams/", "svc/"}
+// The keys the router reads: routes /routes/<id>, upstreams
+// /upstreams/<id>, and every service's instances.
+const (
+	routesPrefix    = "/routes/"
+	upstreamsPrefix = "/upstreams/"
+)
+
+// Prefixes are the plain keys the router subscribes to (gateway.Config's
+// Prefixes): routes and upstreams.
+var Prefixes = []string{routesPrefix, upstreamsPrefix}
+
+// Services are the services the router subscribes to (gateway.Config's
+// Services): every one, since upstreams name them.
+var Services = []string{"*"}
 
 // keyKind tells what a subscription key holds for the router.
 type keyKind int
@@ -214,21 +224,19 @@ const (
 	kindInstance
 )
 
-// classify reads a key: a route or upstream and its id, or a service
-// instance and its service.
-func classify(key string) (keyKind, string) {
-	if rest, ok := strings.CutPrefix(key, "kv/"); ok {
-		rest = strings.TrimPrefix(rest, "/")
-		if id, ok := strings.CutPrefix(rest, "routes/"); ok && id != "" {
+// classify reads a key of the view: a route or upstream and its id, or a
+// service instance and its service.
+func classify(key string, kind confettipb.KeyValue_Kind) (keyKind, string) {
+	switch kind {
+	case confettipb.KeyValue_KEY:
+		if id, ok := strings.CutPrefix(key, routesPrefix); ok && id != "" {
 			return kindRoute, id
 		}
-		if id, ok := strings.CutPrefix(rest, "upstreams/"); ok && id != "" {
+		if id, ok := strings.CutPrefix(key, upstreamsPrefix); ok && id != "" {
 			return kindUpstream, id
 		}
-		return kindOther, ""
-	}
-	if rest, ok := strings.CutPrefix(key, "svc/"); ok {
-		if service, _, ok := strings.Cut(rest, "/"); ok && service != "" {
+	case confettipb.KeyValue_SERVICE:
+		if service, _, ok := strings.Cut(key, "/"); ok && service != "" {
 			return kindInstance, service
 		}
 	}
@@ -241,7 +249,7 @@ func classify(key string) (keyKind, string) {
 // Other keys are accepted.
 func Validate(key string, kv *confettipb.KeyValue) error {
 	var err error
-	switch kind, _ := classify(key); kind {
+	switch kind, _ := classify(key, kv.GetKind()); kind {
 	case kindRoute:
 		_, err = ParseRoute(kv.GetValue())
 	case kindUpstream:

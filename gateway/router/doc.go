@@ -1,8 +1,8 @@
 // Package router is Confetti's reference HTTP gateway: an http.Handler
 // whose routes and upstreams come from a tenant's config through the
-// gateway SDK, in the APISIX shape (kv/routes/<id> and
-// kv/upstreams/<id>), with upstream nodes taken from the service
-// instances registered under svc/<service>/.
+// gateway SDK, in the APISIX shape (the keys /routes/<id> and
+// /upstreams/<id>), with upstream nodes taken from the instances
+// registered for a service (`confetti svc register <service> ...`).
 //
 // Every change of the subscription rebuilds the route table, which is
 // swapped in atomically: a request keeps the table it started with, so a
@@ -13,7 +13,7 @@
 // skipped, never fatal; with Validate as the SDK's validator it is also
 // refused, so the previous value keeps serving.
 //
-//	c, _ := gateway.New(gateway.Config{..., Prefixes: router.Prefixes, Validate: router.Validate})
+//	c, _ := gateway.New(gateway.Config{..., Prefixes: router.Prefixes, Services: router.Services, Validate: router.Validate})
 //	rt, _ := router.New(c, router.Config{Logger: lg})
 //	c.Start(ctx)
 //	http.ListenAndServe(":9080", rt)

@@ -51,13 +51,19 @@ func (s *staticSource) OnChange(fn func(gateway.Change)) {
 	s.handlers = append(s.handlers, fn)
 }
 
-// set replaces the view with kvs (key -> value) and tells the handlers.
+// set replaces the view with kvs (key -> value; svc/<service>/<instance>
+// names a service instance, any other key a plain key) and tells the
+// handlers.
 func (s *staticSource) set(kvs map[string]string) {
 	s.mu.Lock()
 	var list []*confettipb.KeyValue
 	for k, v := range kvs {
 		s.rev++
-		list = append(list, &confettipb.KeyValue{Key: k, Value: []byte(v), ModRevision: s.rev})
+		kv := &confettipb.KeyValue{Key: k, Value: []byte(v), ModRevision: s.rev}
+		if inst, ok := strings.CutPrefix(k, "svc/"); ok {
+			kv.Key, kv.Kind = inst, confettipb.KeyValue_SERVICE
+		}
+		list = append(list, kv)
 	}
 	s.view = gateway.NewView(fmt.Sprintf("t%d", s.rev), list...)
 	handlers := s.handlers
@@ -146,15 +152,15 @@ func TestSmoothWeightedRoundRobin(t *testing.T) {
 func TestRouteMatching(t *testing.T) {
 	up := `{"nodes":{"127.0.0.1:1":1}}`
 	src := newSource(map[string]string{
-		"kv/upstreams/u":   up,
-		"kv/routes/exact":  `{"uri":"/api/users","upstream_id":"u"}`,
-		"kv/routes/prefix": `{"uri":"/api/*","upstream_id":"u"}`,
-		"kv/routes/short":  `{"uri":"/*","upstream_id":"u"}`,
-		"kv/routes/post":   `{"uri":"/api/*","methods":["post"],"upstream_id":"u"}`,
-		"kv//routes/host":  `{"uri":"/api/*","host":"*.example.com","upstream_id":"u"}`,
-		"kv/routes/prio":   `{"uris":["/old/*","/legacy"],"priority":10,"upstream_id":"u"}`,
-		"kv/routes/number": `{"uri":"/n","upstream_id":7}`,
-		"kv/upstreams/7":   up,
+		"/upstreams/u":   up,
+		"/routes/exact":  `{"uri":"/api/users","upstream_id":"u"}`,
+		"/routes/prefix": `{"uri":"/api/*","upstream_id":"u"}`,
+		"/routes/short":  `{"uri":"/*","upstream_id":"u"}`,
+		"/routes/post":   `{"uri":"/api/*","methods":["post"],"upstream_id":"u"}`,
+		"/routes/host":   `{"uri":"/api/*","host":"*.example.com","upstream_id":"u"}`,
+		"/routes/prio":   `{"uris":["/old/*","/legacy"],"priority":10,"upstream_id":"u"}`,
+		"/routes/number": `{"uri":"/n","upstream_id":7}`,
+		"/upstreams/7":   up,
 	})
 	r := newRouter(t, src, Config{})
 	tab := r.table.Load()
@@ -165,7 +171,7 @@ func TestRouteMatching(t *testing.T) {
 		{name: "longer prefix beats shorter", method: "GET", host: "x", path: "/api/orders", want: "prefix"},
 		{name: "shortest prefix catches the rest", method: "GET", host: "x", path: "/other", want: "short"},
 		{name: "method", method: "POST", host: "x", path: "/api/orders", want: "post"},
-		{name: "host wildcard, kv//routes key", method: "GET", host: "shop.example.com:8080", path: "/api/orders", want: "host"},
+		{name: "host wildcard", method: "GET", host: "shop.example.com:8080", path: "/api/orders", want: "host"},
 		{name: "host wildcard needs a subdomain", method: "GET", host: "example.com", path: "/api/orders", want: "prefix"},
 		{name: "priority", method: "GET", host: "x", path: "/old/x", want: "prio"},
 		{name: "second uri of a route", method: "GET", host: "x", path: "/legacy", want: "prio"},
@@ -183,7 +189,7 @@ func TestRouteMatching(t *testing.T) {
 			}
 		})
 	}
-	src.set(map[string]string{"kv/upstreams/u": up, "kv/routes/exact": `{"uri":"/api/users","upstream_id":"u"}`})
+	src.set(map[string]string{"/upstreams/u": up, "/routes/exact": `{"uri":"/api/users","upstream_id":"u"}`})
 	if code, body := get(t, r, "GET", "x", "/nothing"); code != http.StatusNotFound || !strings.Contains(body, "no route matches GET /nothing") {
 		t.Fatalf("unrouted request: %d %s", code, body)
 	}
@@ -191,12 +197,12 @@ func TestRouteMatching(t *testing.T) {
 
 func TestUpstreamTakesItsNodesFromServiceInstances(t *testing.T) {
 	src := newSource(map[string]string{
-		"kv/upstreams/web": `{"type":"roundrobin","service":"hello","nodes":[{"host":"10.0.0.9","port":80,"weight":2}]}`,
-		"kv/routes/r":      `{"uri":"/*","upstream_id":"web"}`,
-		"svc/hello/b-1":    `{"address":"10.0.0.1:8080"}`,
-		"svc/hello/b-2":    `{"address":"10.0.0.2:8080","weight":3,"labels":{"zone":"a"}}`,
-		"svc/hello/bad":    `not json`,
-		"svc/other/o-1":    `{"address":"10.0.0.3:8080"}`,
+		"/upstreams/web": `{"type":"roundrobin","service":"hello","nodes":[{"host":"10.0.0.9","port":80,"weight":2}]}`,
+		"/routes/r":      `{"uri":"/*","upstream_id":"web"}`,
+		"svc/hello/b-1":  `{"address":"10.0.0.1:8080"}`,
+		"svc/hello/b-2":  `{"address":"10.0.0.2:8080","weight":3,"labels":{"zone":"a"}}`,
+		"svc/hello/bad":  `not json`,
+		"svc/other/o-1":  `{"address":"10.0.0.3:8080"}`,
 	})
 	r := newRouter(t, src, Config{})
 	st := r.Status()
@@ -207,14 +213,14 @@ func TestUpstreamTakesItsNodesFromServiceInstances(t *testing.T) {
 	if d := cmp.Diff(want, st.Routes[0].Nodes); d != "" {
 		t.Fatalf("nodes (-want +got):\n%s", d)
 	}
-	if len(st.Skipped) != 1 || st.Skipped[0].Key != "svc/hello/bad" {
+	if len(st.Skipped) != 1 || st.Skipped[0].Key != "hello/bad" {
 		t.Fatalf("skipped %+v, want the bad instance", st.Skipped)
 	}
 
 	// The last instance leaves: the service upstream has no nodes.
 	src.set(map[string]string{
-		"kv/upstreams/web": `{"service":"hello"}`,
-		"kv/routes/r":      `{"uri":"/*","upstream_id":"web"}`,
+		"/upstreams/web": `{"service":"hello"}`,
+		"/routes/r":      `{"uri":"/*","upstream_id":"web"}`,
 	})
 	if code, body := get(t, r, "GET", "x", "/"); code != http.StatusServiceUnavailable || !strings.Contains(body, "service hello has no registered instances") {
 		t.Fatalf("upstream without instances: %d %s", code, body)
@@ -224,15 +230,15 @@ func TestUpstreamTakesItsNodesFromServiceInstances(t *testing.T) {
 func TestBadJSONIsSkippedReportedAndRefusedNeverFatal(t *testing.T) {
 	b := backend(t, "ok")
 	src := newSource(map[string]string{
-		"kv/upstreams/u":    fmt.Sprintf(`{"nodes":{%q:1}}`, addr(b)),
-		"kv/routes/good":    `{"uri":"/good","upstream_id":"u"}`,
-		"kv/routes/broken":  `{"uri":`,
-		"kv/routes/nouri":   `{"upstream_id":"u"}`,
-		"kv/routes/star":    `{"uri":"/a*b","upstream_id":"u"}`,
-		"kv/routes/method":  `{"uri":"/m","methods":["FETCH"],"upstream_id":"u"}`,
-		"kv/routes/missing": `{"uri":"/missing","upstream_id":"nope"}`,
-		"kv/upstreams/type": `{"type":"chash","nodes":{"h:1":1}}`,
-		"kv/upstreams/node": `{"nodes":{"nohost":1}}`,
+		"/upstreams/u":    fmt.Sprintf(`{"nodes":{%q:1}}`, addr(b)),
+		"/routes/good":    `{"uri":"/good","upstream_id":"u"}`,
+		"/routes/broken":  `{"uri":`,
+		"/routes/nouri":   `{"upstream_id":"u"}`,
+		"/routes/star":    `{"uri":"/a*b","upstream_id":"u"}`,
+		"/routes/method":  `{"uri":"/m","methods":["FETCH"],"upstream_id":"u"}`,
+		"/routes/missing": `{"uri":"/missing","upstream_id":"nope"}`,
+		"/upstreams/type": `{"type":"chash","nodes":{"h:1":1}}`,
+		"/upstreams/node": `{"nodes":{"nohost":1}}`,
 	})
 	r := newRouter(t, src, Config{})
 	if code, body := get(t, r, "GET", "x", "/good"); code != http.StatusOK || body != "ok" {
@@ -245,7 +251,7 @@ func TestBadJSONIsSkippedReportedAndRefusedNeverFatal(t *testing.T) {
 	for _, e := range r.Status().Skipped {
 		skipped = append(skipped, e.Key)
 	}
-	want := []string{"kv/routes/broken", "kv/routes/method", "kv/routes/nouri", "kv/routes/star", "kv/upstreams/node", "kv/upstreams/type"}
+	want := []string{"/routes/broken", "/routes/method", "/routes/nouri", "/routes/star", "/upstreams/node", "/upstreams/type"}
 	if d := cmp.Diff(want, sortStrings(skipped)); d != "" {
 		t.Fatalf("skipped keys (-want +got):\n%s", d)
 	}
@@ -258,7 +264,7 @@ func TestBadJSONIsSkippedReportedAndRefusedNeverFatal(t *testing.T) {
 			t.Fatalf("Validate(%s) = %v", key, err)
 		}
 	}
-	for _, key := range []string{"kv/routes/good", "kv/upstreams/u", "kv/routes/missing", "kv/unrelated"} {
+	for _, key := range []string{"/routes/good", "/upstreams/u", "/routes/missing", "/unrelated"} {
 		if err := Validate(key, &confettipb.KeyValue{Key: key, Value: valueOf(view, key)}); err != nil {
 			t.Fatalf("Validate(%s) = %v", key, err)
 		}
@@ -291,9 +297,9 @@ func TestRouteChangeKeepsInFlightRequestsOnTheOldTable(t *testing.T) {
 	t.Cleanup(slow.Close)
 	fresh := backend(t, "new")
 	src := newSource(map[string]string{
-		"kv/upstreams/old": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(slow)),
-		"kv/upstreams/new": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(fresh)),
-		"kv/routes/r":      `{"uri":"/*","upstream_id":"old"}`,
+		"/upstreams/old": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(slow)),
+		"/upstreams/new": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(fresh)),
+		"/routes/r":      `{"uri":"/*","upstream_id":"old"}`,
 	})
 	r := newRouter(t, src, Config{})
 	type result struct {
@@ -307,9 +313,9 @@ func TestRouteChangeKeepsInFlightRequestsOnTheOldTable(t *testing.T) {
 	}()
 	<-entered
 	src.set(map[string]string{
-		"kv/upstreams/old": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(slow)),
-		"kv/upstreams/new": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(fresh)),
-		"kv/routes/r":      `{"uri":"/*","upstream_id":"new"}`,
+		"/upstreams/old": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(slow)),
+		"/upstreams/new": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(fresh)),
+		"/routes/r":      `{"uri":"/*","upstream_id":"new"}`,
 	})
 	if code, body := get(t, r, "GET", "x", "/"); code != http.StatusOK || body != "new" {
 		t.Fatalf("after the change: %d %s", code, body)
@@ -326,8 +332,8 @@ func TestConnectErrorsAreRetriedOnAnotherNodeAndMarkTheNodeDown(t *testing.T) {
 	deadAddr := addr(dead)
 	dead.Close()
 	src := newSource(map[string]string{
-		"kv/upstreams/u": fmt.Sprintf(`{"nodes":{%q:1,%q:1}}`, deadAddr, addr(good)),
-		"kv/routes/r":    `{"uri":"/*","upstream_id":"u"}`,
+		"/upstreams/u": fmt.Sprintf(`{"nodes":{%q:1,%q:1}}`, deadAddr, addr(good)),
+		"/routes/r":    `{"uri":"/*","upstream_id":"u"}`,
 	})
 	r := newRouter(t, src, Config{FailTimeout: time.Hour})
 	for i := 0; i < 10; i++ {
@@ -346,8 +352,8 @@ func TestConnectErrorsAreRetriedOnAnotherNodeAndMarkTheNodeDown(t *testing.T) {
 
 	// With no node left, the answer says what was tried.
 	src.set(map[string]string{
-		"kv/upstreams/u": fmt.Sprintf(`{"nodes":{%q:1}}`, deadAddr),
-		"kv/routes/r":    `{"uri":"/*","upstream_id":"u"}`,
+		"/upstreams/u": fmt.Sprintf(`{"nodes":{%q:1}}`, deadAddr),
+		"/routes/r":    `{"uri":"/*","upstream_id":"u"}`,
 	})
 	if code, body := get(t, r, "GET", "x", "/"); code != http.StatusServiceUnavailable || !strings.Contains(body, "could not connect to any node of upstream u (tried "+deadAddr) {
 		t.Fatalf("every node dead: %d %s", code, body)
@@ -365,8 +371,8 @@ func TestSlowUpstreamTimesOut(t *testing.T) {
 	t.Cleanup(slow.Close)
 	t.Cleanup(func() { close(stop) })
 	src := newSource(map[string]string{
-		"kv/upstreams/u": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(slow)),
-		"kv/routes/r":    `{"uri":"/*","upstream_id":"u"}`,
+		"/upstreams/u": fmt.Sprintf(`{"nodes":{%q:1}}`, addr(slow)),
+		"/routes/r":    `{"uri":"/*","upstream_id":"u"}`,
 	})
 	r := newRouter(t, src, Config{Timeout: 50 * time.Millisecond})
 	if code, body := get(t, r, "GET", "x", "/"); code != http.StatusGatewayTimeout || !strings.Contains(body, "did not answer within 50ms") {
@@ -380,7 +386,7 @@ func TestNotReadyBeforeTheFirstSyncAndStatus(t *testing.T) {
 	if code, body := get(t, r, "GET", "x", "/"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no configuration yet") {
 		t.Fatalf("before the first sync: %d %s", code, body)
 	}
-	src.set(map[string]string{"kv/upstreams/u": `{"nodes":{"h:1":1}}`, "kv/routes/r": `{"uri":"/*","upstream_id":"u"}`})
+	src.set(map[string]string{"/upstreams/u": `{"nodes":{"h:1":1}}`, "/routes/r": `{"uri":"/*","upstream_id":"u"}`})
 	code, body := get(t, r, "GET", "x", StatusPath)
 	var st Status
 	if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil || st.Token != src.View().Token() || len(st.Routes) != 1 || st.Routes[0].Nodes[0].Address != "h:1" {

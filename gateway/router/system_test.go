@@ -42,6 +42,7 @@ func startDemo(t testing.TB) *demo {
 		Tenant:    "demo",
 		APIKey:    sys.ReaderKey,
 		Prefixes:  router.Prefixes,
+		Services:  router.Services,
 		Validate:  router.Validate,
 		Identity:  gateway.Identity{InstanceID: "gw-test"},
 		Logger:    zaptest.NewLogger(t).Named("sdk"),

@@ -80,8 +80,8 @@ func build(view *gateway.View, prev *table, healthOf func(string) *health) *tabl
 	}
 	// Instances by service.
 	services := map[string]map[string]int{}
-	view.Range("svc/", func(key string, kv *confettipb.KeyValue) bool {
-		_, service := classify(key)
+	view.RangeInstances("", func(key string, kv *confettipb.KeyValue) bool {
+		_, service := classify(key, kv.GetKind())
 		in, err := parseInstance(kv.Value)
 		if err != nil {
 			t.errors = append(t.errors, KeyError{Key: key, Error: err.Error(), modRev: kv.ModRevision})
@@ -107,32 +107,28 @@ func build(view *gateway.View, prev *table, healthOf func(string) *health) *tabl
 		}
 		return &upstream{id: id, service: u.Service, bal: newBalancer(weights, healthOf, prevBal)}
 	}
-	var routeKeys []string
-	view.Range("kv/", func(key string, kv *confettipb.KeyValue) bool {
-		kind, id := classify(key)
-		switch kind {
-		case kindUpstream:
-			p := parse(key, kv, kind)
-			if p.err != nil {
-				t.errors = append(t.errors, KeyError{Key: key, Error: p.err.Error(), modRev: kv.ModRevision})
-				return true
-			}
-			// kv/upstreams/<id> wins over kv//upstreams/<id>.
-			if _, dup := t.upstreams[id]; !dup || strings.HasPrefix(key, "kv/upstreams/") {
-				t.upstreams[id] = newUpstream(id, p.upstream)
-			}
-		case kindRoute:
-			routeKeys = append(routeKeys, key)
+	view.Range(upstreamsPrefix, func(key string, kv *confettipb.KeyValue) bool {
+		kind, id := classify(key, kv.GetKind())
+		if kind != kindUpstream {
+			return true
 		}
-		return true
-	})
-	for _, key := range routeKeys {
-		kv, _ := view.Get(key)
-		_, id := classify(key)
-		p := parse(key, kv, kindRoute)
+		p := parse(key, kv, kind)
 		if p.err != nil {
 			t.errors = append(t.errors, KeyError{Key: key, Error: p.err.Error(), modRev: kv.ModRevision})
-			continue
+			return true
+		}
+		t.upstreams[id] = newUpstream(id, p.upstream)
+		return true
+	})
+	view.Range(routesPrefix, func(key string, kv *confettipb.KeyValue) bool {
+		kind, id := classify(key, kv.GetKind())
+		if kind != kindRoute {
+			return true
+		}
+		p := parse(key, kv, kind)
+		if p.err != nil {
+			t.errors = append(t.errors, KeyError{Key: key, Error: p.err.Error(), modRev: kv.ModRevision})
+			return true
 		}
 		r := &route{Route: p.route, id: id, key: key}
 		switch {
@@ -144,7 +140,8 @@ func build(view *gateway.View, prev *table, healthOf func(string) *health) *tabl
 			r.missing = string(p.route.UpstreamID)
 		}
 		t.routes = append(t.routes, r)
-	}
+		return true
+	})
 	slices.SortStableFunc(t.routes, compareRoutes)
 	return t
 }

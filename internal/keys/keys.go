@@ -3,12 +3,10 @@ package keys
 import (
 	"fmt"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 
 	"github.com/confetti-io/confetti/internal/rpcerr"
@@ -148,9 +146,9 @@ func KVRange(tenant, key, rangeEnd string, prefix bool) (Range, error) {
 	case prefix && rangeEnd != "":
 		return Range{}, fmt.Errorf("%w: give either prefix or range_end, not both", ErrInvalidRange)
 	case prefix:
-		return Range{Start: base + key, End: clientv3.GetPrefixRangeEnd(base + key)}, nil
+		return Range{Start: base + key, End: PrefixEnd(base + key)}, nil
 	case rangeEnd == "\x00":
-		return Range{Start: base + key, End: clientv3.GetPrefixRangeEnd(base)}, nil
+		return Range{Start: base + key, End: PrefixEnd(base)}, nil
 	case rangeEnd != "":
 		if key == "" {
 			// [base, base+rangeEnd) is still inside the tenant.
@@ -164,34 +162,23 @@ func KVRange(tenant, key, rangeEnd string, prefix bool) (Range, error) {
 	}
 }
 
+// PrefixEnd is the first key after every key starting with p, or "" when
+// there is none (p is empty or all 0xff bytes).
+func PrefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return ""
+}
+
 // StripKV returns a physical key of the tenant's KV space relative to that
 // space. ok is false for any other key, which a caller must never see.
 func StripKV(tenant, physical string) (string, bool) {
 	return strings.CutPrefix(physical, KV(tenant))
-}
-
-// ValidPrefixes checks a subscription's tenant-relative prefixes and returns
-// them sorted with duplicates and prefixes covered by another removed. An
-// empty list means every visible namespace.
-func ValidPrefixes(prefixes []string) ([]string, error) {
-	if len(prefixes) == 0 {
-		return append([]string(nil), Spaces...), nil
-	}
-	for _, p := range prefixes {
-		if !Visible(p) {
-			return nil, fmt.Errorf("%w: %q must start with one of %s (for example kv/routes/)", ErrInvalidPrefix, p, strings.Join(Spaces, ", "))
-		}
-	}
-	sorted := append([]string(nil), prefixes...)
-	slices.Sort(sorted)
-	out := sorted[:0]
-	for _, p := range sorted {
-		if len(out) > 0 && strings.HasPrefix(p, out[len(out)-1]) {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 // Match reports whether rel starts with one of the sorted prefixes.

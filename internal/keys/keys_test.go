@@ -109,21 +109,62 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-func TestValidPrefixes(t *testing.T) {
-	got, err := ValidPrefixes([]string{"svc/web/", "kv/routes/", "kv/", "kv/routes/"})
-	if err != nil {
-		t.Fatal(err)
+func TestScope(t *testing.T) {
+	for _, tc := range []struct {
+		name                      string
+		prefixes, items, services []string
+		want                      []string
+		bad                       bool
+	}{
+		{name: "nothing named is everything", want: []string{"cfg/", "kv/", "svc/"}},
+		{name: "plain keys as written", prefixes: []string{"/routes/", "/upstreams/"}, want: []string{"kv//routes/", "kv//upstreams/"}},
+		{name: "every plain key", prefixes: []string{""}, want: []string{"kv/"}},
+		{name: "covered prefixes dropped", prefixes: []string{"/routes/1", "/routes/", "/routes/"}, want: []string{"kv//routes/"}},
+		{name: "one item does not cover another", items: []string{"gateway", "gateway2"}, want: []string{"cfg/gateway/", "cfg/gateway2/"}},
+		{name: "every item and a service", items: []string{"*", "gateway"}, services: []string{"api"}, want: []string{"cfg/", "svc/api/"}},
+		{name: "every service", prefixes: []string{"/a"}, services: []string{"*"}, want: []string{"kv//a", "svc/"}},
+		{name: "item with a slash", items: []string{"a/b"}, bad: true},
+		{name: "empty item", items: []string{""}, bad: true},
+		{name: "bad service", services: []string{"a b"}, bad: true},
+		{name: "prefix not UTF-8", prefixes: []string{"\xff"}, bad: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Scope(tc.prefixes, tc.items, tc.services)
+			if tc.bad {
+				if !errors.Is(err, ErrInvalidPrefix) {
+					t.Fatalf("err = %v, want ErrInvalidPrefix", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("scope (-want +got):\n%s", diff)
+			}
+		})
 	}
-	if diff := cmp.Diff([]string{"kv/", "svc/web/"}, got); diff != "" {
-		t.Fatalf("prefixes (-want +got):\n%s", diff)
-	}
-	all, err := ValidPrefixes(nil)
-	if err != nil || len(all) != 3 {
-		t.Fatalf("empty list: got %v, %v; want the three spaces", all, err)
-	}
-	for _, bad := range []string{"", "fence", "routes/", "/kv/"} {
-		if _, err := ValidPrefixes([]string{bad}); !errors.Is(err, ErrInvalidPrefix) {
-			t.Fatalf("prefix %q: err = %v, want ErrInvalidPrefix", bad, err)
+}
+
+func TestPublicAndRelative(t *testing.T) {
+	for _, tc := range []struct {
+		rel, key string
+		kind     Kind
+	}{
+		{rel: "kv//routes/1", key: "/routes/1", kind: KindKey},
+		{rel: "kv/plain", key: "plain", kind: KindKey},
+		{rel: "svc/api/i-1", key: "api/i-1", kind: KindService},
+		{rel: ItemKey("gateway"), key: "gateway", kind: KindItem},
+	} {
+		key, kind, ok := Public(tc.rel)
+		if !ok || key != tc.key || kind != tc.kind {
+			t.Fatalf("Public(%q) = %q, %v, %v; want %q, %v", tc.rel, key, kind, ok, tc.key, tc.kind)
 		}
+		if back := Relative(key, kind); back != tc.rel {
+			t.Fatalf("Relative(%q, %v) = %q, want %q", key, kind, back, tc.rel)
+		}
+	}
+	if _, _, ok := Public("fence"); ok {
+		t.Fatal("the fence is public")
 	}
 }

@@ -9,7 +9,7 @@
 // them:
 //
 //	ref, _ := watchcheck.StartReference(ctx, shardClient)
-//	s := watchcheck.NewStream("acme", []string{"kv/"})
+//	s := watchcheck.NewStream(start)   // the Start the subscriber sent
 //	s.Subscribed(token)        // at every (re)subscribe
 //	s.Received(msg)            // for every message
 //	err := watchcheck.Check(ref, s, revisionOf, watchcheck.Options{})

@@ -113,7 +113,7 @@ func (r *Reference) State(tenant string, prefixes []string, id *confettipb.Ident
 
 // resolveItems turns a tenant's physical keys into what a subscriber with
 // identity id holds: an item's versions and release record give way to
-// one key, cfg/<item>, holding the content of the version its release
+// one key, cfg/<item>/, holding the content of the version its release
 // resolves to.
 func resolveItems(raw map[string]string, prefixes []string, id *confettipb.Identity) map[string]string {
 	out := make(map[string]string, len(raw))
@@ -136,7 +136,7 @@ func resolveItems(raw map[string]string, prefixes []string, id *confettipb.Ident
 		}
 	}
 	for item, value := range rels {
-		key := keys.SpaceCfg + item
+		key := keys.ItemKey(item)
 		if !keys.Match(prefixes, key) {
 			continue
 		}
@@ -273,22 +273,15 @@ type item struct {
 	msg         *confettipb.SubscribeResponse
 }
 
-// NewStream records a subscriber of tenant under prefixes (normalized as
-// the cache does; nil means every visible namespace).
-func NewStream(tenant string, prefixes []string) *Stream {
-	p, err := keys.ValidPrefixes(prefixes)
+// NewStream records a subscriber that subscribed with start (its tenant,
+// what it names and its identity, for which config items resolve). It
+// panics on a start the cache would refuse.
+func NewStream(start *confettipb.Start) *Stream {
+	p, err := keys.Scope(start.GetPrefixes(), start.GetItems(), start.GetServices())
 	if err != nil {
 		panic(err)
 	}
-	return &Stream{tenant: tenant, prefixes: p}
-}
-
-// NewStreamAs records a subscriber with an identity, whose config items
-// resolve for it.
-func NewStreamAs(tenant string, prefixes []string, id *confettipb.Identity) *Stream {
-	s := NewStream(tenant, prefixes)
-	s.id = id
-	return s
+	return &Stream{tenant: start.GetTenant(), prefixes: p, id: start.GetIdentity()}
 }
 
 // Subscribed records a (re)subscription resuming from token ("" for none).
@@ -303,9 +296,24 @@ func (s *Stream) Received(m *confettipb.SubscribeResponse) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.items = append(s.items, item{at: time.Now(), msg: m})
-	if tok := m.GetEvents().GetToken() + m.GetProgress().GetToken() + m.GetReset_().GetToken(); tok != "" {
+	if tok := messageToken(m); tok != "" {
 		s.lastToken = tok
 	}
+}
+
+// messageToken is the token a client holds after applying m: its last
+// transaction's, a final Reset chunk's or a bookmark's; empty for a
+// message that carries none.
+func messageToken(m *confettipb.SubscribeResponse) string {
+	if txns := m.GetEvents().GetTxns(); len(txns) > 0 {
+		return txns[len(txns)-1].GetToken()
+	}
+	return m.GetProgress().GetToken() + m.GetReset_().GetToken()
+}
+
+// relative is the tenant-relative key of a key a subscriber received.
+func relative(kv *confettipb.KeyValue) string {
+	return keys.Relative(kv.GetKey(), keys.Kind(kv.GetKind()))
 }
 
 // LastToken is the token of the last message that carried one, to wait on
@@ -336,8 +344,10 @@ type Result struct {
 	Resets, Resumes int
 	// Events counts events applied.
 	Events int
-	// State is what the subscriber holds after the last message, and
-	// Revision the revision of its last token.
+	// State is what the subscriber holds after the last message, keyed by
+	// the tenant-relative layout (kv/<key>, cfg/<item>/,
+	// svc/<service>/<instance>), and Revision the revision of its last
+	// token.
 	State    map[string]string
 	Revision int64
 }
@@ -410,7 +420,7 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 				pending = map[string]string{}
 			}
 			for _, kv := range r.Reset_.Kvs {
-				pending[kv.Key] = string(kv.Value)
+				pending[relative(kv)] = string(kv.Value)
 			}
 			if !r.Reset_.Last {
 				continue
@@ -435,17 +445,18 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 				lastTxn = t.Revision
 				var got []string
 				for _, ev := range t.Events {
+					key := relative(ev.Kv)
 					if ev.Type == confettipb.Event_PUT {
-						id := fmt.Sprintf("%s@%d", ev.Kv.Key, ev.Kv.ModRevision)
+						id := fmt.Sprintf("%s@%d", key, ev.Kv.ModRevision)
 						if seen[id] {
 							fail("unique: %s delivered twice", id)
 						}
 						seen[id] = true
-						res.State[ev.Kv.Key] = string(ev.Kv.Value)
-						got = append(got, "PUT "+ev.Kv.Key+"="+string(ev.Kv.Value))
+						res.State[key] = string(ev.Kv.Value)
+						got = append(got, "PUT "+key+"="+string(ev.Kv.Value))
 					} else {
-						delete(res.State, ev.Kv.Key)
-						got = append(got, "DELETE "+ev.Kv.Key)
+						delete(res.State, key)
+						got = append(got, "DELETE "+key)
 					}
 					res.Events++
 				}
@@ -467,14 +478,19 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 				if !slices.Equal(got, want) && !(opt.Merged && contains(got, want)) {
 					fail("atomic: txn %d delivered %q, etcd's transaction was %q", t.Revision, got, want)
 				}
+				// Every transaction's token resumes exactly after it: the
+				// state held then is etcd's at the token's revision.
+				tok = t.Token
+				if tok == "" {
+					fail("resumable: txn %d carries no token", t.Revision)
+					continue
+				}
+				if rev := tokenRev(tok); rev != t.Revision {
+					fail("resumable: the token of txn %d is at revision %d", t.Revision, rev)
+				}
+				lastRev = t.Revision
+				reliable(t.Revision)
 			}
-			tok = r.Events.Token
-			rev := tokenRev(tok)
-			if rev < lastTxn {
-				fail("ordered: events token at %d before its last txn %d", rev, lastTxn)
-			}
-			lastRev, lastTxn = rev, max(lastTxn, rev)
-			reliable(rev)
 		case *confettipb.SubscribeResponse_Progress:
 			if firstOfConn && resumeFrom >= 0 {
 				res.Resumes++

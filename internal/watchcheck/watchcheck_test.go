@@ -22,8 +22,15 @@ func put(k, v string, mod int64) *confettipb.Event {
 	return &confettipb.Event{Type: confettipb.Event_PUT, Kv: &confettipb.KeyValue{Key: k, Value: []byte(v), ModRevision: mod}}
 }
 
-func events(token int64, txns ...*confettipb.Txn) *confettipb.SubscribeResponse {
-	return &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{Txns: txns, Token: tok(token)}}}
+// events is a message of txns; a transaction without a token gets its
+// revision's.
+func events(txns ...*confettipb.Txn) *confettipb.SubscribeResponse {
+	for _, t := range txns {
+		if t.Token == "" {
+			t.Token = tok(t.Revision)
+		}
+	}
+	return &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{Txns: txns}}}
 }
 
 func reset(token int64, kvs ...*confettipb.KeyValue) *confettipb.SubscribeResponse {
@@ -59,9 +66,14 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	}
 
 	good := []*confettipb.SubscribeResponse{
-		reset(r0, &confettipb.KeyValue{Key: "kv/a", Value: []byte("1")}),
-		events(r1, &confettipb.Txn{Revision: r1, Events: []*confettipb.Event{put("kv/b", "2", r1), put("kv/c", "3", r1)}}),
-		events(r2, &confettipb.Txn{Revision: r2, Events: []*confettipb.Event{put("kv/a", "4", r2)}}),
+		reset(r0, &confettipb.KeyValue{Key: "a", Value: []byte("1")}),
+		events(&confettipb.Txn{Revision: r1, Events: []*confettipb.Event{put("b", "2", r1), put("c", "3", r1)}}),
+		events(&confettipb.Txn{Revision: r2, Events: []*confettipb.Event{put("a", "4", r2)}}),
+	}
+	both := func(tok1 string) *confettipb.SubscribeResponse {
+		return events(
+			&confettipb.Txn{Revision: r1, Token: tok1, Events: []*confettipb.Event{put("b", "2", r1), put("c", "3", r1)}},
+			&confettipb.Txn{Revision: r2, Events: []*confettipb.Event{put("a", "4", r2)}})
 	}
 	for _, tc := range []struct {
 		name string
@@ -69,16 +81,21 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		want string
 	}{
 		{name: "correct stream", msgs: good},
+		{name: "two transactions in one message", msgs: []*confettipb.SubscribeResponse{good[0], both("")}},
 		{name: "split transaction", msgs: []*confettipb.SubscribeResponse{good[0],
-			events(r1, &confettipb.Txn{Revision: r1, Events: []*confettipb.Event{put("kv/b", "2", r1)}}),
+			events(&confettipb.Txn{Revision: r1, Events: []*confettipb.Event{put("b", "2", r1)}}),
 			good[2]}, want: "atomic"},
+		{name: "transaction token past the transaction", msgs: []*confettipb.SubscribeResponse{good[0], both(tok(r2))}, want: "resumable"},
+		{name: "transaction without a token", msgs: []*confettipb.SubscribeResponse{good[0],
+			{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{Txns: []*confettipb.Txn{{Revision: r1, Events: []*confettipb.Event{put("b", "2", r1), put("c", "3", r1)}}}}}},
+			good[2]}, want: "resumable"},
 		{name: "duplicate", msgs: []*confettipb.SubscribeResponse{good[0], good[1], good[1], good[2]}, want: "unique"},
 		{name: "backwards", msgs: []*confettipb.SubscribeResponse{good[0], good[2], good[1]}, want: "ordered"},
 		{name: "gap", msgs: []*confettipb.SubscribeResponse{good[0], good[2]}, want: "reliable"},
 		{name: "wrong reset", msgs: []*confettipb.SubscribeResponse{reset(r0)}, want: "reliable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := NewStream("acme", []string{"kv/"})
+			s := NewStream(&confettipb.Start{Tenant: "acme", Prefixes: []string{""}})
 			s.Subscribed("")
 			for _, m := range tc.msgs {
 				s.Received(m)
@@ -100,7 +117,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	}
 
 	// Resuming counts as a replay, and a stale resume token is caught.
-	s := NewStream("acme", []string{"kv/"})
+	s := NewStream(&confettipb.Start{Tenant: "acme", Prefixes: []string{""}})
 	s.Subscribed("")
 	s.Received(good[0])
 	s.Received(good[1])
@@ -116,7 +133,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 	}
 
 	// A silent connection breaks the bookmark bound.
-	s = NewStream("acme", []string{"kv/"})
+	s = NewStream(&confettipb.Start{Tenant: "acme", Prefixes: []string{""}})
 	s.Subscribed("")
 	s.Received(good[0])
 	s.Received(good[1])
