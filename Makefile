@@ -7,8 +7,10 @@ TIMEOUT  ?= 15m
 
 .PHONY: build dev test e2e bench bench-quick proto proto-check lint
 
+# -buildvcs=auto stamps the VCS revision that 'confetti version' prints,
+# whatever GOFLAGS says, whenever the tree is a checkout.
 build:
-	$(GO) build -o $(BIN) ./cmd/confetti
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/confetti
 
 dev: build
 	$(BIN) dev

@@ -16,6 +16,7 @@ import (
 
 	"github.com/confetti-io/confetti/gateway"
 	"github.com/confetti-io/confetti/gateway/router"
+	"github.com/confetti-io/confetti/internal/buildinfo"
 )
 
 // gatewayOptions are what one reference gateway runs with.
@@ -116,6 +117,7 @@ GET /__confetti/status shows the subscription and the route table.`,
 				return err
 			}
 			defer lg.Sync()
+			lg.Info("starting", buildinfo.Get().Fields()...)
 			tlsCfg, err := a.clientTLS()
 			if err != nil {
 				return err

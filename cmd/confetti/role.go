@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/confetti-io/confetti/internal/buildinfo"
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/internal/serve"
 )
@@ -60,10 +61,11 @@ type roleParts struct {
 }
 
 // newRegistry returns a metrics registry holding the Go and process
-// collectors.
+// collectors and confetti_build_info.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.NewCollector(buildinfo.Get()))
 	return reg
 }
 
@@ -77,6 +79,7 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 	}
 	defer lg.Sync()
 	lg = lg.With(zap.String("role", name))
+	lg.Info("starting", buildinfo.Get().Fields()...)
 
 	etcdConfig, err := f.etcd.clientConfig(lg.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"gopkg.in/yaml.v3"
 
+	"github.com/confetti-io/confetti/internal/buildinfo"
 	"github.com/confetti-io/confetti/internal/clientconfig"
 	"github.com/confetti-io/confetti/internal/tlsconfig"
 )
@@ -72,6 +73,7 @@ environment variable (--cache-endpoints is CONFETTI_CACHE_ENDPOINTS); a flag
 wins over its variable, which wins over the client config file (client
 verbs) or --config-file (server roles), which win over the default.`,
 		SilenceErrors: true,
+		Version:       buildinfo.Get().String(),
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			// Flag and argument errors above show usage; runtime errors
 			// below do not.
@@ -88,6 +90,10 @@ verbs) or --config-file (server roles), which win over the default.`,
 	pf.DurationVar(&a.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for a connection to an endpoint")
 	pf.DurationVar(&a.commandTimeout, "command-timeout", 10*time.Second, "how long one request may take")
 	a.registerClientSecurityFlags(pf)
+	root.SetVersionTemplate("{{.Version}}\n")
+	// Defined now rather than when the command runs, so that parsing
+	// knows --version takes no value wherever it stands.
+	root.InitDefaultVersionFlag()
 
 	root.AddCommand(
 		newDevCommand(a),
@@ -104,6 +110,7 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newItemCommand(a),
 		newReleaseCommand(a),
 		newBenchCommand(a),
+		newVersionCommand(a),
 	)
 	return root
 }
