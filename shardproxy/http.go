@@ -2,7 +2,6 @@ package shardproxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/apijson"
 	"github.com/confetti-io/confetti/internal/auth"
 	"github.com/confetti-io/confetti/internal/rpcerr"
 )
@@ -240,9 +240,7 @@ func writeJSON(w http.ResponseWriter, httpStatus int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(httpStatus)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
+	apijson.Encode(w, v)
 }
 
 // httpKV serves the plain KV routes.
@@ -250,60 +248,6 @@ type httpKV struct {
 	p   *Proxy
 	mux *runtime.ServeMux
 	kv  pb.KVClient
-}
-
-// httpKeyValue is one key in a KV reply. Value holds the value when it is
-// valid UTF-8; otherwise ValueBase64 holds it in base64. Neither is set
-// when only keys were asked for. Revisions and versions are JSON numbers
-// (they stay far below 2^53); the lease id uses all 63 bits, so it is a
-// string, as the proto JSON mapping writes every 64-bit integer.
-type httpKeyValue struct {
-	Key            string  `json:"key"`
-	Value          *string `json:"value,omitempty"`
-	ValueBase64    []byte  `json:"value_base64,omitempty"`
-	CreateRevision int64   `json:"create_revision"`
-	ModRevision    int64   `json:"mod_revision"`
-	Version        int64   `json:"version"`
-	Lease          int64   `json:"lease,string"`
-}
-
-func newHTTPKeyValue(kv *pb.KeyValue, keysOnly bool) httpKeyValue {
-	out := httpKeyValue{
-		Key:            kv.GetKey(),
-		CreateRevision: kv.GetCreateRevision(),
-		ModRevision:    kv.GetModRevision(),
-		Version:        kv.GetVersion(),
-		Lease:          kv.GetLease(),
-	}
-	if keysOnly {
-		return out
-	}
-	if v := kv.GetValue(); utf8.Valid(v) {
-		s := string(v)
-		out.Value = &s
-	} else {
-		out.ValueBase64 = v
-	}
-	return out
-}
-
-// httpList is the reply of a prefix listing.
-type httpList struct {
-	Kvs []httpKeyValue `json:"kvs"`
-	// Count is the number of keys from the page's start to the end of the
-	// prefix, whatever the limit.
-	Count int64 `json:"count"`
-	// More is true when keys follow this page; Next is then the ?start=
-	// of the next page.
-	More     bool   `json:"more"`
-	Next     string `json:"next,omitempty"`
-	Revision int64  `json:"revision"`
-}
-
-// httpDeleted is the reply of a DELETE.
-type httpDeleted struct {
-	Deleted  int64 `json:"deleted"`
-	Revision int64 `json:"revision"`
 }
 
 // request is what the KV routes take from every request: the tenant, the
@@ -365,15 +309,12 @@ func (h *httpKV) put(w http.ResponseWriter, r *http.Request, params map[string]s
 		h.fail(w, r, err)
 		return
 	}
-	rev := resp.GetHeader().GetRevision()
-	kv := &pb.KeyValue{Key: key, Value: req.Value, CreateRevision: rev, ModRevision: rev, Version: 1, Lease: resp.GetLease()}
 	httpStatus := http.StatusCreated
-	if prev := resp.GetPrevKv(); prev != nil {
-		kv.CreateRevision, kv.Version = prev.GetCreateRevision(), prev.GetVersion()+1
+	if resp.GetPrevKv() != nil {
 		httpStatus = http.StatusOK
 	}
-	w.Header().Set("ETag", etag(rev))
-	writeJSON(w, httpStatus, newHTTPKeyValue(kv, false))
+	w.Header().Set("ETag", etag(resp.GetHeader().GetRevision()))
+	writeJSON(w, httpStatus, apijson.Written(key, req.Value, resp))
 }
 
 // get reads one key, or lists a prefix with ?prefix=true.
@@ -414,7 +355,7 @@ func (h *httpKV) get(w http.ResponseWriter, r *http.Request, params map[string]s
 		}
 		kv := resp.GetKvs()[0]
 		w.Header().Set("ETag", etag(kv.GetModRevision()))
-		writeJSON(w, http.StatusOK, newHTTPKeyValue(kv, keysOnly))
+		writeJSON(w, http.StatusOK, apijson.NewKeyValue(kv, keysOnly))
 		return
 	}
 	h.list(ctx, w, r, tenant, key, q, rev, keysOnly)
@@ -448,7 +389,7 @@ func (h *httpKV) list(ctx context.Context, w http.ResponseWriter, r *http.Reques
 		return
 	}
 	kvs := resp.GetKvs()
-	out := httpList{Count: resp.GetCount(), More: resp.GetMore(), Revision: resp.GetHeader().GetRevision()}
+	out := apijson.List{Count: resp.GetCount(), More: resp.GetMore(), Revision: resp.GetHeader().GetRevision()}
 	switch {
 	case int64(len(kvs)) > limit:
 		out.More, out.Next = true, kvs[limit].GetKey()
@@ -459,10 +400,7 @@ func (h *httpKV) list(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	default:
 		out.More = false
 	}
-	out.Kvs = make([]httpKeyValue, 0, len(kvs))
-	for _, kv := range kvs {
-		out.Kvs = append(out.Kvs, newHTTPKeyValue(kv, keysOnly))
-	}
+	out.Kvs = apijson.NewKeyValues(kvs, keysOnly)
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -488,7 +426,7 @@ func (h *httpKV) delete(w http.ResponseWriter, r *http.Request, params map[strin
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, httpDeleted{Deleted: resp.GetDeleted(), Revision: resp.GetHeader().GetRevision()})
+	writeJSON(w, http.StatusOK, apijson.NewDeleted(resp))
 }
 
 // etag is the entity tag of a key at mod revision rev.

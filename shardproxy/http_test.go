@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/apijson"
 	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/tlsconfig"
 	"github.com/confetti-io/confetti/internal/tlsconfig/tlstest"
@@ -114,9 +115,9 @@ func (r reply) wantStatus(t *testing.T, code int) reply {
 }
 
 // kv decodes a single-key reply.
-func (r reply) kv(t *testing.T) httpKeyValue {
+func (r reply) kv(t *testing.T) apijson.KeyValue {
 	t.Helper()
-	var kv httpKeyValue
+	var kv apijson.KeyValue
 	if err := json.Unmarshal(r.body, &kv); err != nil {
 		t.Fatalf("decode %s: %v", r, err)
 	}
@@ -443,7 +444,7 @@ func TestHTTPListPagesVisitEveryKeyOnce(t *testing.T) {
 					q += "&start=" + url.QueryEscape(start)
 				}
 				r := h.do(t, http.MethodGet, "/v1/tenants/http-list/kv//routes/?"+q, nil).wantStatus(t, http.StatusOK)
-				var l httpList
+				var l apijson.List
 				if err := json.Unmarshal(r.body, &l); err != nil {
 					t.Fatal(err)
 				}
@@ -487,7 +488,7 @@ func TestHTTPListPagesVisitEveryKeyOnce(t *testing.T) {
 	h.do(t, http.MethodGet, "/v1/tenants/http-list/kv//routes/?prefix=true&limit=0", nil).wantError(t, http.StatusBadRequest, "InvalidArgument", "limit")
 
 	all := h.do(t, http.MethodGet, "/v1/tenants/http-list/kv/?prefix=true&limit=1000&keys_only=true", nil).wantStatus(t, http.StatusOK)
-	var l httpList
+	var l apijson.List
 	if err := json.Unmarshal(all.body, &l); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/apijson"
 )
 
 // cliIdentity is the identity kv watch subscribes with. Resume tokens are
@@ -53,7 +54,7 @@ func newKVPutCommand(a *app) *cobra.Command {
   confetti kv put --tenant acme /locks/leader node-1 --ttl 30`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &pb.PutRequest{Tenant: tenant, Key: args[0], Value: []byte(args[1]), Ttl: ttl}
+			req := &pb.PutRequest{Tenant: tenant, Key: args[0], Value: []byte(args[1]), Ttl: ttl, PrevKv: true}
 			if cmd.Flags().Changed("expect-mod-revision") {
 				req.ExpectedModRevision = proto.Int64(expected)
 			}
@@ -64,7 +65,7 @@ func newKVPutCommand(a *app) *cobra.Command {
 				}
 				p := a.printer()
 				if p.json {
-					return p.message(resp)
+					return p.value(apijson.Written(req.Key, req.Value, resp))
 				}
 				if resp.Lease != 0 {
 					return p.line("OK rev=%d lease=%d", resp.GetHeader().GetRevision(), resp.Lease)
@@ -110,7 +111,7 @@ with --prefix reads the tenant's whole KV space). Simple output is one
 				}
 				p := a.printer()
 				if p.json {
-					return p.message(resp)
+					return p.value(apijson.NewList(resp, keysOnly))
 				}
 				for _, kv := range resp.Kvs {
 					if keysOnly {
@@ -184,7 +185,7 @@ func newKVDelCommand(a *app) *cobra.Command {
 				}
 				p := a.printer()
 				if p.json {
-					return p.message(resp)
+					return p.value(apijson.NewDeleted(resp))
 				}
 				return p.line("%d", resp.Deleted)
 			})
@@ -361,8 +362,8 @@ func (w *watcher) done(n int) error {
 // token, which resumes after the whole state.
 func (w *watcher) printReset(kvs []*pb.KeyValue, token string) error {
 	if w.p.json {
-		out := &pb.Reset{Last: true, Token: token, Kvs: kvs}
-		if err := w.p.message(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Reset_{Reset_: out}}); err != nil {
+		reset := apijson.NewReset(kvs, token)
+		if err := w.p.value(apijson.Message{Reset: &reset}); err != nil {
 			return err
 		}
 		return w.done(1)
@@ -384,7 +385,8 @@ func (w *watcher) printReset(kvs []*pb.KeyValue, token string) error {
 // resumes exactly after it. The watch stops only between transactions.
 func (w *watcher) printEvents(evs *pb.Events) error {
 	if w.p.json {
-		if err := w.p.message(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Events{Events: evs}}); err != nil {
+		events := apijson.NewEvents(evs)
+		if err := w.p.value(apijson.Message{Events: &events}); err != nil {
 			return err
 		}
 		if txns := evs.Txns; len(txns) > 0 {

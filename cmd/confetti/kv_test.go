@@ -230,6 +230,11 @@ func TestWatchJSONPrintsOneObjectPerMessage(t *testing.T) {
 	if !strings.Contains(lines[1], `"t5"`) || !strings.Contains(lines[1], `"t6"`) {
 		t.Errorf("events line %s lacks a transaction's token", lines[1])
 	}
+	// Keys in the shape of the HTTP API: the value a string, revisions
+	// numbers.
+	if !strings.Contains(lines[0], `"value":"A","create_revision":0,"mod_revision":3`) || !strings.Contains(lines[1], `"value":"C"`) {
+		t.Errorf("lines %s lack a key in the HTTP API's shape", out)
+	}
 }
 
 func TestWatchGivesUpWhenNoNodeAnswers(t *testing.T) {

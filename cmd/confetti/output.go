@@ -10,10 +10,14 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/confetti-io/confetti/internal/apijson"
 )
 
 // printer writes results either as simple text lines or, with -w json, as
-// protojson, one object per line.
+// one JSON object per line: keys in the shape of the HTTP KV routes
+// (package apijson), every other message as the HTTP API's generated
+// routes write it (protojson with the proto field names).
 type printer struct {
 	w    io.Writer
 	json bool
@@ -23,15 +27,21 @@ func (a *app) printer() *printer {
 	return &printer{w: a.out, json: a.writeOut == "json"}
 }
 
-// message prints m as one line of JSON.
+// message prints m as one line of JSON, with the proto field names.
 func (p *printer) message(m proto.Message) error {
-	b, err := protojson.MarshalOptions{UseProtoNames: false}.Marshal(m)
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
 	b = append(b, '\n')
 	_, err = p.w.Write(b)
 	return err
+}
+
+// value prints v, one of the shapes of package apijson, as one line of
+// JSON.
+func (p *printer) value(v any) error {
+	return apijson.Encode(p.w, v)
 }
 
 // line prints one line of simple output.
