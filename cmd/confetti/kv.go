@@ -43,18 +43,50 @@ func tenantFlag(cmd *cobra.Command, tenant *string) {
 func newKVPutCommand(a *app) *cobra.Command {
 	var (
 		tenant   string
+		file     string
 		ttl      int64
 		expected int64
 	)
 	cmd := &cobra.Command{
-		Use:   "put --tenant T KEY VALUE",
+		Use:   "put --tenant T KEY (VALUE | - | --file F)",
 		Short: "Write a key",
+		Long: `Write a key. The value is VALUE, or standard input when VALUE is -, or
+the content of --file (- is standard input too). Standard input and files
+take values of any size up to the proxy's --max-value-bytes (1 MiB by
+default), beyond what a command line can hold; a value that is a single
+dash is written with --file.`,
 		Example: `  confetti kv put --tenant acme /routes/1 '{"uri":"/hello"}'
   confetti kv put --tenant acme /routes/1 '{"uri":"/hi"}' --expect-mod-revision 12
-  confetti kv put --tenant acme /locks/leader node-1 --ttl 30`,
-		Args: cobra.ExactArgs(2),
+  confetti kv put --tenant acme /locks/leader node-1 --ttl 30
+  confetti kv put --tenant acme /certs/web --file web.pem
+  generate-config | confetti kv put --tenant acme /config/big -`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("file") {
+				if len(args) != 1 {
+					return fmt.Errorf("with --file, give only KEY (the value is the file's content), not %d arguments", len(args))
+				}
+				return nil
+			}
+			if len(args) != 2 {
+				return fmt.Errorf("give KEY and VALUE (- reads the value from standard input, --file from a file), not %d arguments", len(args))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &pb.PutRequest{Tenant: tenant, Key: args[0], Value: []byte(args[1]), Ttl: ttl, PrevKv: true}
+			var value []byte
+			var err error
+			switch {
+			case cmd.Flags().Changed("file"):
+				value, err = readFile(cmd, file)
+			case args[1] == "-":
+				value, err = readFile(cmd, "-")
+			default:
+				value = []byte(args[1])
+			}
+			if err != nil {
+				return fmt.Errorf("reading the value: %w", err)
+			}
+			req := &pb.PutRequest{Tenant: tenant, Key: args[0], Value: value, Ttl: ttl, PrevKv: true}
 			if cmd.Flags().Changed("expect-mod-revision") {
 				req.ExpectedModRevision = proto.Int64(expected)
 			}
@@ -75,6 +107,7 @@ func newKVPutCommand(a *app) *cobra.Command {
 		},
 	}
 	tenantFlag(cmd, &tenant)
+	cmd.Flags().StringVar(&file, "file", "", "file holding the value; - reads standard input")
 	cmd.Flags().Int64Var(&ttl, "ttl", 0, "seconds until the key expires (0: never)")
 	cmd.Flags().Int64Var(&expected, "expect-mod-revision", 0, "write only if the key's mod revision is N (0: only if it does not exist)")
 	return cmd
