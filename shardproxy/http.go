@@ -24,6 +24,7 @@ import (
 	pb "github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/apijson"
 	"github.com/confetti-io/confetti/internal/auth"
+	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/rpcerr"
 )
 
@@ -259,8 +260,11 @@ func (h *httpKV) request(r *http.Request, params map[string]string, rpc string, 
 		return nil, "", "", nil, status.Errorf(codes.InvalidArgument, "request path %q is not under %s/", r.URL.Path, prefix)
 	}
 	key = strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, prefix), "/")
-	if !utf8.ValidString(tenant) || !utf8.ValidString(key) {
-		return nil, "", "", nil, status.Errorf(codes.InvalidArgument, "key %q is not valid UTF-8; keys are UTF-8 strings", key)
+	if !utf8.ValidString(tenant) {
+		return nil, "", "", nil, status.Errorf(codes.InvalidArgument, "tenant %q is not valid UTF-8", tenant)
+	}
+	if err := keys.CheckKey(key); err != nil {
+		return nil, "", "", nil, err
 	}
 	if q, err = url.ParseQuery(r.URL.RawQuery); err != nil {
 		return nil, "", "", nil, status.Errorf(codes.InvalidArgument, "malformed query: %v", err)

@@ -137,7 +137,7 @@ func (p *Proxy) publish(ctx context.Context, req *pb.PublishRequest) (*pb.ItemVe
 		var schemaRev int64
 		if kvs := snap.Responses[1].GetResponseRange().GetKvs(); len(kvs) > 0 {
 			schemaRev = kvs[0].ModRevision
-			if err := p.validateContent(kvs[0].Value, content); err != nil {
+			if err := p.validateContent(tenant, item, kvs[0].Value, content); err != nil {
 				return nil, fmt.Errorf("%w: item %q: %w", ErrSchemaViolation, item, err)
 			}
 		}
@@ -174,11 +174,12 @@ func (p *Proxy) publish(ctx context.Context, req *pb.PublishRequest) (*pb.ItemVe
 	return nil, fmt.Errorf("%w: item %q of tenant %q is being published concurrently; retry", ErrContention, item, tenant)
 }
 
-// validateContent checks content against a JSON Schema document.
-func (p *Proxy) validateContent(schema, content []byte) error {
+// validateContent checks content against a JSON Schema document, the
+// schema of a tenant's item.
+func (p *Proxy) validateContent(tenant, item string, schema, content []byte) error {
 	sch, err := p.compileSchema(schema)
 	if err != nil {
-		return fmt.Errorf("the stored schema does not compile (set a new one with `confetti item schema`): %w", err)
+		return fmt.Errorf("the stored schema does not compile (set a new one with `confetti item schema --tenant %s %s --file SCHEMA`): %w", tenant, item, err)
 	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(content))
 	if err != nil {
@@ -326,7 +327,7 @@ func (p *Proxy) missingVersion(ctx context.Context, r route, item string, versio
 	if latest == nil {
 		return errNoItem(r, item)
 	}
-	return fmt.Errorf("%w: item %q has no version %d; its versions are 1 to %d (see `confetti item history %s`)", ErrVersionNotFound, item, version, latest.GetVersion(), item)
+	return fmt.Errorf("%w: item %q has no version %d; its versions are 1 to %d (see `confetti item history --tenant %s %s`)", ErrVersionNotFound, item, version, latest.GetVersion(), r.tenant.Name, item)
 }
 
 func errNoItem(r route, item string) error {

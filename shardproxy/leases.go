@@ -136,10 +136,10 @@ func (p *Proxy) checkLeaseTTL(ttl int64) error {
 	return nil
 }
 
-// checkLeaseID refuses a lease id that cannot name a lease.
-func checkLeaseID(id int64) error {
+// checkLeaseID refuses a lease id that cannot name a lease of tenant.
+func checkLeaseID(tenant string, id int64) error {
 	if id <= 0 {
-		return fmt.Errorf("%w: lease id %d must be positive (as printed by `confetti lease grant`)", ErrInvalidRequest, id)
+		return fmt.Errorf("%w: lease id %d must be positive: use an id that `confetti lease grant --tenant %s TTL` printed", ErrInvalidRequest, id, tenant)
 	}
 	return nil
 }
@@ -164,7 +164,7 @@ func ownerPut(tenant string, id int64) clientv3.Op {
 
 // leaseRoute checks a lease request's tenant and lease id and routes it.
 func (p *Proxy) leaseRoute(ctx context.Context, tenant string, id int64) (route, error) {
-	if err := checkLeaseID(id); err != nil {
+	if err := checkLeaseID(tenant, id); err != nil {
 		return route{}, err
 	}
 	return p.route(ctx, tenant)

@@ -56,7 +56,7 @@ func (p *Proxy) startPlan(ctx context.Context, req *pb.StartPlanRequest) (*pb.Re
 		action: "start-plan", reason: req.GetReason(),
 		apply: func(rel *pb.Release) error {
 			if planActive(rel) {
-				return fmt.Errorf("%w: item %q already has a %s plan on gray %q; abort it first (`confetti release abort-plan %s`)", ErrPlanState, rel.GetItem(), planStateName(rel), rel.GetPlan().GetGrayId(), rel.GetItem())
+				return fmt.Errorf("%w: item %q already has a %s plan on gray %q; abort it first (`confetti release abort-plan --tenant %s %s`)", ErrPlanState, rel.GetItem(), planStateName(rel), rel.GetPlan().GetGrayId(), req.GetTenant(), rel.GetItem())
 			}
 			plan := &pb.Plan{
 				GrayId: in.GetGrayId(), Version: in.GetVersion(), Steps: in.GetSteps(),
@@ -90,7 +90,7 @@ func (p *Proxy) resumePlan(ctx context.Context, req *pb.PlanRequest) (*pb.Releas
 		action: "resume-plan", reason: req.GetReason(),
 		apply: func(rel *pb.Release) error {
 			if rel.GetPlan().GetState() != pb.Plan_PAUSED {
-				return errPlanNot(rel, "paused", "only a paused plan can be resumed")
+				return errPlanNot(req.GetTenant(), rel, "paused", "only a paused plan can be resumed")
 			}
 			rel.Plan.State = pb.Plan_RUNNING
 			rel.Plan.StepStartTime = p.now().Unix()
@@ -106,7 +106,7 @@ func (p *Proxy) abortPlan(ctx context.Context, req *pb.PlanRequest) (*pb.Release
 		action: "abort-plan", reason: req.GetReason(),
 		apply: func(rel *pb.Release) error {
 			if !planActive(rel) {
-				return errPlanNot(rel, "running or paused", "there is nothing to abort")
+				return errPlanNot(req.GetTenant(), rel, "running or paused", "there is nothing to abort")
 			}
 			if i := grayIndex(rel, rel.Plan.GetGrayId()); i >= 0 {
 				rel.Grays = append(rel.Grays[:i], rel.Grays[i+1:]...)
@@ -121,10 +121,10 @@ func (p *Proxy) abortPlan(ctx context.Context, req *pb.PlanRequest) (*pb.Release
 	})
 }
 
-// errPlanNot refuses a plan edit for the plan's state.
-func errPlanNot(rel *pb.Release, want, why string) error {
+// errPlanNot refuses a plan edit of tenant for the plan's state.
+func errPlanNot(tenant string, rel *pb.Release, want, why string) error {
 	if rel.GetPlan() == nil {
-		return fmt.Errorf("%w: item %q has no plan; start one with `confetti release plan`", ErrPlanState, rel.GetItem())
+		return fmt.Errorf("%w: item %q has no plan; start one with `confetti release plan --tenant %s %s --version N --steps 1,10,50,100`", ErrPlanState, rel.GetItem(), tenant, rel.GetItem())
 	}
 	return fmt.Errorf("%w: the plan of item %q is %s, not %s; %s", ErrPlanState, rel.GetItem(), planStateName(rel), want, why)
 }

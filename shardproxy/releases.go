@@ -239,7 +239,7 @@ func (p *Proxy) applyEdit(ctx context.Context, r route, e releaseEdit, entry log
 			return nil, errNoItem(r, e.item)
 		}
 		if e.expected != nil && *e.expected != st.modRev {
-			return nil, releaseConflict(e.item, st.modRev, *e.expected)
+			return nil, releaseConflict(r.tenant.Name, e.item, st.modRev, *e.expected)
 		}
 		rel := proto.CloneOf(st.rel)
 		if err := e.apply(rel); err != nil {
@@ -259,14 +259,14 @@ func (p *Proxy) applyEdit(ctx context.Context, r route, e releaseEdit, entry log
 			return rel, nil
 		}
 		if e.expected != nil && cur != *e.expected {
-			return nil, releaseConflict(e.item, cur, *e.expected)
+			return nil, releaseConflict(r.tenant.Name, e.item, cur, *e.expected)
 		}
 	}
 	return nil, fmt.Errorf("%w: the release of item %q changed %d times while this edit was applied; retry", ErrContention, e.item, maxEditAttempts)
 }
 
-func releaseConflict(item string, current, expected int64) error {
-	return fmt.Errorf("%w: the release of item %q is at mod_revision %d, not the expected %d; someone else changed it: read it again (`confetti release get %s`) and retry", ErrReleaseConflict, item, current, expected, item)
+func releaseConflict(tenant, item string, current, expected int64) error {
+	return fmt.Errorf("%w: the release of item %q is at mod_revision %d, not the expected %d; someone else changed it: read it again (`confetti release get --tenant %s %s`) and retry", ErrReleaseConflict, item, current, expected, tenant, item)
 }
 
 func (p *Proxy) getRelease(ctx context.Context, req *pb.GetReleaseRequest) (*pb.Release, error) {
@@ -323,7 +323,7 @@ func (p *Proxy) startGray(ctx context.Context, req *pb.StartGrayRequest) (*pb.Re
 				g.Id = newGrayID(rel, g.GetVersion())
 			}
 			if planActive(rel) && rel.GetPlan().GetGrayId() == g.GetId() {
-				return fmt.Errorf("%w: gray %q is driven by the %s plan of item %q; abort the plan first (`confetti release abort-plan %s`) or use another gray id", ErrPlanState, g.GetId(), planStateName(rel), req.GetItem(), req.GetItem())
+				return fmt.Errorf("%w: gray %q is driven by the %s plan of item %q; abort the plan first (`confetti release abort-plan --tenant %s %s`) or use another gray id", ErrPlanState, g.GetId(), planStateName(rel), req.GetItem(), req.GetTenant(), req.GetItem())
 			}
 			return putGray(rel, g)
 		},

@@ -16,6 +16,7 @@ import (
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/apijson"
+	"github.com/confetti-io/confetti/internal/keys"
 )
 
 // cliIdentity is the identity kv watch subscribes with. Resume tokens are
@@ -73,6 +74,9 @@ dash is written with --file.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := keys.CheckKey(args[0]); err != nil {
+				return err
+			}
 			var value []byte
 			var err error
 			switch {
@@ -131,6 +135,9 @@ with --prefix reads the tenant's whole KV space). Simple output is one
   confetti kv get --tenant acme "" --prefix --keys-only`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := keys.CheckKey(args[0]); err != nil {
+				return err
+			}
 			return a.withProxy(cmd.Context(), func(ctx context.Context, c proxyClients) error {
 				resp, err := getAll(ctx, c.kv, &pb.RangeRequest{
 					Tenant:   tenant,
@@ -211,6 +218,9 @@ func newKVDelCommand(a *app) *cobra.Command {
   confetti kv del --tenant acme /routes/ --prefix`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := keys.CheckKey(args[0]); err != nil {
+				return err
+			}
 			return a.withProxy(cmd.Context(), func(ctx context.Context, c proxyClients) error {
 				resp, err := c.kv.DeleteRange(ctx, &pb.DeleteRangeRequest{Tenant: tenant, Key: args[0], Prefix: prefix})
 				if err != nil {
@@ -247,6 +257,9 @@ last token.`,
   confetti kv watch --tenant acme /routes/ --from <token>`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := keys.CheckKey(args[0]); err != nil {
+				return err
+			}
 			w.a = a
 			w.prefix = args[0]
 			w.p = a.printer()

@@ -27,12 +27,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		<-ctx.Done()
 		stop()
 	}()
-	root := newRootCommand(newApp(stdout, stderr))
+	a := newApp(stdout, stderr)
+	root := newRootCommand(a)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(stderr, "Error: %s\n", errorMessage(err))
+		fmt.Fprintf(stderr, "Error: %s\n", a.errorMessage(err))
 		return 1
 	}
 	return 0

@@ -7,11 +7,13 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/internal/apijson"
+	"github.com/confetti-io/confetti/internal/clientconfig"
 )
 
 // printer writes results either as simple text lines or, with -w json, as
@@ -67,7 +69,28 @@ func printable(b []byte) string {
 func errorMessage(err error) string {
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
-		return se.GRPCStatus().Message()
+		s := se.GRPCStatus()
+		if s.Code() == codes.Internal && strings.Contains(s.Message(), "invalid UTF-8") {
+			// gRPC refused to send the request: a proto string field
+			// holds bytes that are not UTF-8.
+			return "a key, name or other text argument is not valid UTF-8: keys and names are UTF-8 strings (" + s.Message() + ")"
+		}
+		return s.Message()
 	}
 	return strings.TrimSpace(err.Error())
+}
+
+// errorMessage is errorMessage(err) with what only the CLI knows: a server
+// that refused a request for want of an API key says how a gRPC or HTTP
+// client sends one; the CLI says how it is given one.
+func (a *app) errorMessage(err error) string {
+	msg := errorMessage(err)
+	if status.Code(err) == codes.Unauthenticated && a.apiKey == "" {
+		where := "api-key in the client config file (--client-config)"
+		if path, perr := clientconfig.Resolve(a.clientConfig); perr == nil {
+			where = "api-key in the client config file " + path
+		}
+		msg += "\nThis command sent no API key: pass one with --api-key KEY, the CONFETTI_API_KEY variable or " + where + "."
+	}
+	return msg
 }

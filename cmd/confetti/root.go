@@ -112,7 +112,46 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newBenchCommand(a),
 		newVersionCommand(a),
 	)
+	root.InitDefaultCompletionCmd()
+	requireKnownSubcommands(root)
 	return root
+}
+
+// requireKnownSubcommands makes every command of the tree that only groups
+// others ("confetti tenant") fail on an argument that names none of them,
+// as a command that takes no arguments does, instead of printing its help
+// and succeeding (cobra's way with a command that does not run); alone,
+// such a command still prints its help.
+func requireKnownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		requireKnownSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		// The error says what to run instead; the usage would bury it.
+		cmd.SilenceUsage = true
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
+			}
+		}
+		hint := ""
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			// One typo away; at two, "get" would suggest "key".
+			cmd.SuggestionsMinimumDistance = 1
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
+		}
+		return fmt.Errorf("unknown command %q for %q%s (its commands are %s; see '%s --help')", args[0], cmd.CommandPath(), hint, strings.Join(names, ", "), cmd.CommandPath())
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 }
 
 // resolveFlags fills every flag the command line left unset, in order of

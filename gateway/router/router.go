@@ -309,7 +309,7 @@ type noNodeError struct {
 func (e *noNodeError) Error() string {
 	if len(e.tried) == 0 {
 		if e.service != "" {
-			return fmt.Sprintf("upstream %s has no nodes: service %s has no registered instances (register one with `confetti svc register`)", e.upstream, e.service)
+			return fmt.Sprintf("upstream %s has no nodes: service %s has no registered instances (register one with `confetti svc register --tenant TENANT %s INSTANCE ADDR`)", e.upstream, e.service, e.service)
 		}
 		return fmt.Sprintf("upstream %s has no nodes of weight above zero", e.upstream)
 	}

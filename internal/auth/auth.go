@@ -23,7 +23,7 @@ const (
 )
 
 // howToGetAKey ends every message about a missing or refused key.
-const howToGetAKey = "create one with `confetti tenant key create TENANT --role reader|writer|admin` (operators: `confetti key bootstrap`)"
+const howToGetAKey = "create one with `confetti tenant key create TENANT --role reader` (or --role writer, --role admin; the first operator key of a cluster with `confetti key bootstrap --meta-endpoints URL`)"
 
 var (
 	// ErrMissingKey is returned for a request without an API key.

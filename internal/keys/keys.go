@@ -37,6 +37,9 @@ var (
 	ErrInvalidName = rpcerr.New(codes.InvalidArgument, "keys: invalid name")
 	// ErrEmptyKey is returned for a request without a key.
 	ErrEmptyKey = rpcerr.New(codes.InvalidArgument, "keys: empty key")
+	// ErrInvalidKey is returned for a key or range end that is not valid
+	// UTF-8.
+	ErrInvalidKey = rpcerr.New(codes.InvalidArgument, "keys: invalid key")
 	// ErrInvalidRange is returned for a range that cannot be served.
 	ErrInvalidRange = rpcerr.New(codes.InvalidArgument, "keys: invalid range")
 	// ErrInvalidPrefix is returned for a subscription prefix outside the
@@ -61,6 +64,18 @@ var svcNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,128}$`)
 func ValidSvcName(kind, name string) error {
 	if !svcNameRE.MatchString(name) {
 		return fmt.Errorf("%w: %s %q must match [a-zA-Z0-9._-]{1,128} (letters, digits, dots, underscores and dashes, at most 128)", ErrInvalidName, kind, name)
+	}
+	return nil
+}
+
+// CheckKey refuses a caller's key, prefix or range end that is not valid
+// UTF-8. Keys are UTF-8 strings everywhere in Confetti's API (proto
+// strings, JSON, URL paths), so raw bytes cannot name a key. gRPC refuses
+// to carry such a string at all, so this check belongs where keys arrive
+// as bytes: URL paths and command lines.
+func CheckKey(key string) error {
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("%w: %q is not valid UTF-8: keys are UTF-8 strings (text, not raw bytes)", ErrInvalidKey, key)
 	}
 	return nil
 }

@@ -168,3 +168,24 @@ func TestPublicAndRelative(t *testing.T) {
 		t.Fatal("the fence is public")
 	}
 }
+
+func TestCheckKeyRefusesKeysThatAreNotUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		ok  bool
+	}{
+		{key: "/routes/1", ok: true},
+		{key: "", ok: true},
+		{key: "/ünïcode/✓", ok: true},
+		{key: "bad\xffkey"},
+		{key: "\xc3"},
+	} {
+		err := CheckKey(tc.key)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckKey(%q) = %v, want ok=%v", tc.key, err, tc.ok)
+		}
+		if err != nil && (!errors.Is(err, ErrInvalidKey) || !strings.Contains(err.Error(), "keys are UTF-8 strings")) {
+			t.Errorf("CheckKey(%q) = %v, want ErrInvalidKey saying keys are UTF-8", tc.key, err)
+		}
+	}
+}

@@ -150,7 +150,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string) (APIKey, error) {
 		return APIKey{}, fmt.Errorf("%w: revoke API key %s: %w", ErrUnavailable, id, err)
 	}
 	if resp.Deleted == 0 {
-		return APIKey{}, fmt.Errorf("%w: %q (list keys with `confetti tenant key list`)", ErrAPIKeyNotFound, id)
+		return APIKey{}, fmt.Errorf("%w: %q (list a tenant's keys with `confetti tenant key list TENANT`, the operator keys with `confetti tenant key list`)", ErrAPIKeyNotFound, id)
 	}
 	var k APIKey
 	if len(resp.PrevKvs) > 0 {
