@@ -277,7 +277,7 @@ func newItemWatchCommand(a *app) *cobra.Command {
 		Long: `Watch the version of an item that a gateway with --instance-id and
 --labels receives, as the item's release resolves it, and acknowledge each
 version as a gateway would (so 'confetti release status' counts it), or
-refuse each with --nack REASON. One line per version received.`,
+refuse each with --nack REASON. One line per version received, or refused.`,
 		Example: `  confetti item watch --tenant demo routes --instance-id gw-a --labels zone=a
   confetti item watch --tenant demo routes --instance-id gw-b --labels zone=b --nack "bad upstream"`,
 		Args: cobra.ExactArgs(1),
@@ -287,12 +287,44 @@ refuse each with --nack REASON. One line per version received.`,
 				identity.InstanceID, _ = os.Hostname()
 			}
 			cfg := gateway.Config{Endpoints: a.cacheEndpoints, Tenant: tenant, Items: []string{item}, Identity: identity, APIKey: a.apiKey}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			var mu sync.Mutex
+			printed := 0
+			// version names the version kv carries and the rule that
+			// chose it: "routes v2 (gray v2)".
+			version := func(kv *pb.KeyValue) string {
+				rule := "stable"
+				if g := kv.GetItem().GetGrayId(); g != "" {
+					rule = "gray " + g
+				}
+				return fmt.Sprintf("%s v%d (%s)", args[0], kv.GetItem().GetVersion(), rule)
+			}
+			printLine := func(format string, args ...any) {
+				mu.Lock()
+				defer mu.Unlock()
+				fmt.Fprintf(a.out, "%s: "+format+"\n", append([]any{identity.InstanceID}, args...)...)
+				if printed++; count > 0 && printed >= count {
+					cancel()
+				}
+			}
+			print := func(kv *pb.KeyValue, ok bool) {
+				switch {
+				case !ok:
+					printLine("no version of %s", args[0])
+				case kv.GetItem() == nil:
+					printLine("%s (no version)", args[0])
+				default:
+					printLine("%s %s", version(kv), bytes.TrimRight(kv.GetValue(), "\n"))
+				}
+			}
 			if nack != "" {
 				cfg.Validate = func(k string, kv *pb.KeyValue) error {
-					if kv.GetKind() == pb.KeyValue_ITEM && k == item {
-						return errors.New(nack)
+					if kv.GetKind() != pb.KeyValue_ITEM || k != item {
+						return nil
 					}
-					return nil
+					printLine("%s refused: %s", version(kv), nack)
+					return errors.New(nack)
 				}
 			}
 			tlsCfg, err := a.clientTLS()
@@ -305,29 +337,6 @@ refuse each with --nack REASON. One line per version received.`,
 				return err
 			}
 			defer c.Close()
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			var mu sync.Mutex
-			printed := 0
-			print := func(kv *pb.KeyValue, ok bool) {
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case !ok:
-					fmt.Fprintf(a.out, "%s: no version of %s\n", identity.InstanceID, args[0])
-				case kv.GetItem() == nil:
-					fmt.Fprintf(a.out, "%s: %s (no version)\n", identity.InstanceID, args[0])
-				default:
-					rule := "stable"
-					if g := kv.GetItem().GetGrayId(); g != "" {
-						rule = "gray " + g
-					}
-					fmt.Fprintf(a.out, "%s: %s v%d (%s) %s\n", identity.InstanceID, args[0], kv.GetItem().GetVersion(), rule, bytes.TrimRight(kv.GetValue(), "\n"))
-				}
-				if printed++; count > 0 && printed >= count {
-					cancel()
-				}
-			}
 			c.OnChange(func(ch gateway.Change) {
 				for _, u := range ch.Updates {
 					if u.Kind == pb.KeyValue_ITEM && u.Key == item {
