@@ -137,11 +137,15 @@ GET /__confetti/status shows the subscription and the route table.`,
 			var runErr error
 			select {
 			case <-cmd.Context().Done():
+				lg.Info("stopping", zap.String("reason", stopReason(cmd.Context())))
 			case runErr = <-g.done:
+				lg.Error("stopping", zap.Error(runErr))
 			}
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			return errors.Join(runErr, g.stop(sctx))
+			err = errors.Join(runErr, g.stop(sctx))
+			lg.Info("stopped")
+			return err
 		},
 	}
 	fs := cmd.Flags()

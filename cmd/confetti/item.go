@@ -356,6 +356,9 @@ refuse each with --nack REASON. One line per version received, or refused.`,
 			case <-ctx.Done():
 			}
 			<-ctx.Done()
+			if cmd.Context().Err() != nil {
+				fmt.Fprintf(a.errOut, "item watch: %s: stopped\n", stopReason(cmd.Context()))
+			}
 			return nil
 		},
 	}

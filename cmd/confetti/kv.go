@@ -298,7 +298,11 @@ func (w *watcher) run(ctx context.Context) error {
 	failures := 0
 	for i := 0; ; i = (i + 1) % len(eps) {
 		progressed, err := w.stream(ctx, eps[i])
-		if errors.Is(err, errCountReached) || ctx.Err() != nil {
+		if errors.Is(err, errCountReached) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			w.stopped(ctx)
 			return nil
 		}
 		if !retryable(err) {
@@ -324,10 +328,21 @@ func (w *watcher) run(ctx context.Context) error {
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
+			w.stopped(ctx)
 			return nil
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// stopped says on standard error that the watch stops, and why (an
+// interrupt), with the token to resume from.
+func (w *watcher) stopped(ctx context.Context) {
+	resume := ""
+	if w.token != "" {
+		resume = "; resume with --from " + w.token
+	}
+	fmt.Fprintf(w.a.errOut, "kv watch: %s: stopped%s\n", stopReason(ctx), resume)
 }
 
 // retryable reports whether another cache node may serve the watch: the

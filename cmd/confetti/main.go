@@ -38,3 +38,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// stopReason says why ctx, a command's context, ended: "terminated signal
+// received" when a signal stopped the command.
+func stopReason(ctx context.Context) string {
+	if err := context.Cause(ctx); err != nil {
+		return err.Error()
+	}
+	return "not stopped"
+}
