@@ -3,10 +3,8 @@ package main
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,7 +21,8 @@ func newBenchCommand(a *app) *cobra.Command {
 		Short: "Benchmark Confetti against etcd, etcd's grpc-proxy and the transport floor on this machine",
 		Long: `Run the benchmark scenarios (all of them when none is named) on embedded
 etcd in this process, with subscribers in child processes, and write
-results.json, results.md and PNG plots to --out.
+results.json, results.md and PNG plots to --out, or to a new temporary
+directory whose path is printed at the end.
 
   fanout   one writer, N subscribers, through each target: floor (bare gRPC
            fan-out, no store), confetti (cache nodes), etcd (watchers on
@@ -32,6 +31,9 @@ results.json, results.md and PNG plots to --out.
            over several processes and 127.0.0.x source addresses
   resume   N subscribers on cache node 1, node 1 stopped: time until all
            resumed on node 2, and how many needed a Reset
+  release  N gateways of one item: a plain key update of the item's size
+           to all of them, then a gray of the next version to half of them,
+           which only the gateways it selects receive
   writes   put and transaction latency and throughput through the shard
            proxy against etcd itself, on 1 and 3 shards
 
@@ -42,13 +44,20 @@ and short (under a minute) to check the harness end to end.`,
   confetti bench fanout --n 1000,10000 --streams-per-conn 100,1
   confetti bench scale --n 50000 --targets confetti
   confetti bench resume --n 10000
+  confetti bench release --n 10000 --content-bytes 4096
   confetti bench writes --write-ops 5000`,
 		ValidArgs: bench.Scenarios,
 		Args:      cobra.OnlyValidArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Scenarios = args
 			if cfg.Out == "" {
-				cfg.Out = filepath.Join("bench", "results", time.Now().Format("2006-01-02"))
+				// Never into the work tree unless asked: a run's files
+				// are not source.
+				dir, err := os.MkdirTemp("", "confetti-bench-")
+				if err != nil {
+					return err
+				}
+				cfg.Out = dir
 			}
 			cfg.ChildArgs = []string{"bench", "child"}
 			cfg.Log, cfg.Progress = a.out, a.errOut
@@ -64,7 +73,7 @@ and short (under a minute) to check the harness end to end.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			_, err := bench.Run(cmd.Context(), cfg)
+			_, err := a.runBench(cmd.Context(), cfg)
 			return err
 		},
 	}
@@ -86,7 +95,7 @@ and short (under a minute) to check the harness end to end.`,
 	fs.IntVar(&cfg.WriteClients, "write-clients", 0, "concurrent writers of the writes throughput runs (default 16)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long subscribers may take to get every update after the last one is sent (default 1m; quick 20s)")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the servers' process (etcd, cache nodes, proxies, writer) to this file")
-	fs.StringVar(&cfg.Out, "out", "", "directory for results.json, results.md and the plots (default bench/results/<YYYY-MM-DD>)")
+	fs.StringVar(&cfg.Out, "out", "", "directory for results.json, results.md and the plots (default: a new temporary directory)")
 	cmd.AddCommand(&cobra.Command{
 		Use:    "child",
 		Short:  "A subscriber process of a benchmark run (started by confetti bench)",

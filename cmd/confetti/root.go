@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"gopkg.in/yaml.v3"
 
+	"github.com/confetti-io/confetti/bench"
 	"github.com/confetti-io/confetti/internal/buildinfo"
 	"github.com/confetti-io/confetti/internal/clientconfig"
 	"github.com/confetti-io/confetti/internal/tlsconfig"
@@ -54,10 +55,12 @@ type app struct {
 	// apiKey and tls secure the client verbs' connections (security.go).
 	apiKey string
 	tls    tlsconfig.Files
+	// runBench runs a benchmark; tests replace it.
+	runBench func(context.Context, bench.Config) (*bench.Results, error)
 }
 
 func newApp(out, errOut io.Writer) *app {
-	return &app{out: out, errOut: errOut, lookupEnv: os.LookupEnv}
+	return &app{out: out, errOut: errOut, lookupEnv: os.LookupEnv, runBench: bench.Run}
 }
 
 func newRootCommand(a *app) *cobra.Command {
