@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Config describes one cluster to start.
@@ -34,7 +35,8 @@ type Config struct {
 	// kernel; a kept DataDir remembers them, since members know each other
 	// by their peer URLs.
 	Ports []int
-	// Logger receives etcd's logs. Nil means no logs.
+	// Logger receives etcd's logs, less one transient error of a first
+	// start (see quietCore). Nil means no logs.
 	Logger *zap.Logger
 	// StartTimeout bounds how long the members may take to elect a leader.
 	// Zero means 60 seconds.
@@ -140,7 +142,8 @@ func (c *Cluster) start(ctx context.Context) error {
 		// lowest bcrypt cost (bcrypt.MinCost) keeps authenticating cheap
 		// under the race detector.
 		ec.BcryptCost = 4
-		ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.cfg.Logger.Named(ec.Name))
+		ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.cfg.Logger.Named(ec.Name).WithOptions(
+			zap.WrapCore(func(core zapcore.Core) zapcore.Core { return quietCore{core} })))
 		ec.WatchProgressNotifyInterval = 5 * time.Second
 		if c.cfg.Tune != nil {
 			c.cfg.Tune(ec)
