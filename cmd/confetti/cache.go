@@ -45,7 +45,7 @@ and interchangeable: a token from one is valid on all.`,
 	}
 	cmd.AddCommand(newCacheStatusCommand(a))
 	fs := cmd.Flags()
-	rf.register(fs, ":7710", ":7791")
+	rf.register(fs, "127.0.0.1:7710", "127.0.0.1:7791")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "name of this node in status and logs (default: the host name)")
 	fs.StringVar(&advertise, "advertise-addr", "", "gRPC address proxies reach this node at, registered in meta for release status (default: the listen address, with the host name when it listens on every interface)")
 	fs.IntVar(&cfg.HistoryMaxEvents, "history-max-events", 100000, "events of history kept per shard for resuming subscribers")

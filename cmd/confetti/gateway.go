@@ -150,7 +150,7 @@ GET /__confetti/status shows the subscription and the route table.`,
 	}
 	fs := cmd.Flags()
 	tenantFlag(cmd, &o.tenant)
-	fs.StringVar(&o.listen, "listen", ":9080", "HTTP address the gateway serves, host:port")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9080", "HTTP address the gateway serves, host:port (:9080 listens on every interface)")
 	fs.StringVar(&o.snapshotDir, "snapshot-dir", "", "directory for the on-disk snapshot that a restart serves at once (empty: none)")
 	fs.StringVar(&o.identity.InstanceID, "instance-id", "", "this gateway's id for gray releases and rollout status (default: the host name)")
 	fs.StringToStringVar(&o.identity.Labels, "labels", nil, "labels for gray releases, k=v comma separated (zone=a,tier=edge)")

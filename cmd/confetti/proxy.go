@@ -58,8 +58,8 @@ to its shard. --http-addr serves the same API as HTTP/JSON.`,
 		},
 	}
 	fs := cmd.Flags()
-	rf.register(fs, ":7700", ":7790")
-	fs.StringVar(&httpAddr, "http-addr", ":7701", "HTTP/JSON admin API address (the gRPC API through grpc-gateway, and /v1/tenants/{tenant}/kv/{key}); empty disables it")
+	rf.register(fs, "127.0.0.1:7700", "127.0.0.1:7790")
+	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:7701", "HTTP/JSON admin API address (the gRPC API through grpc-gateway, and /v1/tenants/{tenant}/kv/{key}); :7701 listens on every interface; empty disables it")
 	d := shardproxy.DefaultConfig()
 	fs.IntVar(&cfg.MaxKeyBytes, "max-key-bytes", d.MaxKeyBytes, "largest key a caller may write, in bytes")
 	fs.IntVar(&cfg.MaxValueBytes, "max-value-bytes", d.MaxValueBytes, "largest value a caller may write, in bytes")

@@ -35,8 +35,8 @@ type roleFlags struct {
 
 func (f *roleFlags) register(fs *pflag.FlagSet, listen, metrics string) {
 	fs.StringSliceVar(&f.metaEndpoints, "meta-endpoints", []string{defaultMetaEndpoint}, "client URLs of the meta etcd cluster, comma separated")
-	fs.StringVar(&f.listenAddr, "listen-addr", listen, "gRPC listen address, host:port")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", metrics, "HTTP address for /metrics, /healthz and /readyz; empty disables it")
+	fs.StringVar(&f.listenAddr, "listen-addr", listen, "gRPC listen address, host:port (loopback by default; :PORT listens on every interface)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", metrics, "HTTP address for /metrics, /healthz and /readyz (:PORT listens on every interface); empty disables it")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve /debug/pprof/ on --metrics-addr")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.configFile, "config-file", "", "YAML file whose keys are this command's flag names (flags and CONFETTI_* variables win over it)")

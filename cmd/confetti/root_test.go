@@ -178,7 +178,7 @@ enable-pprof: true
 		"meta-endpoints":  "[http://10.0.0.1:2379,http://10.0.0.2:2379]", // file list
 		"request-timeout": "3s",                                          // file
 		"enable-pprof":    "true",                                        // file
-		"metrics-addr":    ":7790",                                       // default
+		"metrics-addr":    "127.0.0.1:7790",                              // default
 		"max-key-bytes":   "4096",                                        // default
 	} {
 		if got := get(name); got != want {
