@@ -726,9 +726,26 @@ func checkInitJob(t *testing.T, r *rendered) {
 // flagRE finds the flag names in a command's --help.
 var flagRE = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9-]+)`)
 
-// checkRoleConfig: every key of a role's config file is a flag of that
-// role, as `confetti <role> --help` lists them; the binary comes from
-// CONFETTI_BIN (make chart-test builds it).
+// roleFlags returns the flags of `confetti <role>` from its --help, or
+// false when the binary has no such command.
+func roleFlags(t *testing.T, bin, role string) (map[string]bool, bool) {
+	t.Helper()
+	out, err := exec.Command(bin, role, "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Usage:\n  confetti "+role) {
+		return nil, false
+	}
+	flags := map[string]bool{}
+	for _, m := range flagRE.FindAllStringSubmatch(string(out), -1) {
+		flags[m[1]] = true
+	}
+	return flags, true
+}
+
+// checkRoleConfig: every key of a role's config file, every flag in a
+// confetti container's arguments and every CONFETTI_* variable it sets is
+// a flag of that command, as `confetti <command> --help` lists them. The
+// binary comes from CONFETTI_BIN (make chart-test builds it); a command
+// the binary does not have yet (init, built in parallel) is skipped.
 func checkRoleConfig(t *testing.T, r *rendered) {
 	t.Helper()
 	bin := os.Getenv("CONFETTI_BIN")
@@ -740,13 +757,9 @@ func checkRoleConfig(t *testing.T, r *rendered) {
 		cm := o.obj.(*corev1.ConfigMap)
 		for file, content := range cm.Data {
 			role := strings.TrimSuffix(file, ".yaml")
-			out, err := exec.Command(bin, role, "--help").CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s %s --help: %v\n%s", bin, role, err, out)
-			}
-			flags := map[string]bool{}
-			for _, m := range flagRE.FindAllStringSubmatch(string(out), -1) {
-				flags[m[1]] = true
+			flags, ok := roleFlags(t, bin, role)
+			if !ok {
+				t.Fatalf("ConfigMap %s %s: %s has no command %q", o.name, file, bin, role)
 			}
 			var cfg map[string]any
 			if err := yaml.UnmarshalStrict([]byte(content), &cfg); err != nil {
@@ -755,6 +768,35 @@ func checkRoleConfig(t *testing.T, r *rendered) {
 			for k := range cfg {
 				if !flags[k] || k == "config-file" {
 					t.Errorf("ConfigMap %s %s: key %q is not a flag of confetti %s", o.name, file, k, role)
+				}
+			}
+		}
+	}
+	for _, w := range r.workloads() {
+		for _, c := range w.template.Spec.Containers {
+			if !strings.Contains(c.Image, "confetti/confetti") || len(c.Args) == 0 {
+				continue
+			}
+			role := c.Args[0]
+			flags, ok := roleFlags(t, bin, role)
+			if !ok {
+				if w.kind != "Job" {
+					t.Errorf("%s %s: %s has no command %q", w.kind, w.name, bin, role)
+				} else {
+					t.Logf("%s %s: %s has no command %q yet: its arguments are not checked", w.kind, w.name, bin, role)
+				}
+				continue
+			}
+			for _, a := range c.Args[1:] {
+				name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+				if !strings.HasPrefix(a, "--") || !flags[name] {
+					t.Errorf("%s %s: argument %q is not a flag of confetti %s", w.kind, w.name, a, role)
+				}
+			}
+			for _, e := range c.Env {
+				v, ok := strings.CutPrefix(e.Name, "CONFETTI_")
+				if ok && !flags[strings.ReplaceAll(strings.ToLower(v), "_", "-")] {
+					t.Errorf("%s %s: variable %s sets no flag of confetti %s", w.kind, w.name, e.Name, role)
 				}
 			}
 		}
