@@ -5,7 +5,7 @@ TOOLS    := $(GO) tool -modfile=tools/go.mod
 BIN      := bin/confetti
 TIMEOUT  ?= 15m
 
-.PHONY: build dev test e2e bench bench-quick proto proto-check lint
+.PHONY: build dev test e2e bench bench-quick proto proto-check lint chart-test rules-test
 
 # -buildvcs=auto stamps the VCS revision that 'confetti version' prints,
 # whatever GOFLAGS says, whenever the tree is a checkout.
@@ -50,3 +50,17 @@ lint:
 		echo "gofmt -l reports:"; echo "$$unformatted"; exit 1; \
 	fi
 	$(TOOLS) staticcheck ./...
+
+# The Helm chart without a cluster: helm lint and renders with the Helm Go
+# library, every object decoded strictly into its Kubernetes type and
+# checked (tools/chartcheck); the roles' config keys against the binary's
+# flags; then the alert rules.
+chart-test: build
+	cd tools && CONFETTI_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./chartcheck/
+	$(MAKE) rules-test
+
+# The alert rules (deploy/prometheus) with promtool: syntax, then the unit
+# tests of deploy/prometheus/tests.
+rules-test:
+	$(TOOLS) promtool check rules deploy/prometheus/rules.yaml
+	$(TOOLS) promtool test rules deploy/prometheus/tests/*.yaml

@@ -11,6 +11,7 @@ type metrics struct {
 	messagesOut   prometheus.Counter
 	watchRestarts *prometheus.CounterVec
 	revision      *prometheus.GaugeVec
+	synced        *prometheus.GaugeVec
 	historyEvents *prometheus.GaugeVec
 	groups        prometheus.Gauge
 	resetEncodes  prometheus.Counter
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "confetti", Subsystem: "cache", Name: "shard_revision",
 			Help: "Last revision applied per shard.",
 		}, []string{"shard"}),
+		synced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "shard_synced",
+			Help: "1 once the node has loaded a shard and serves its subscribers, 0 while it loads it.",
+		}, []string{"shard"}),
 		historyEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "confetti", Subsystem: "cache", Name: "history_events",
 			Help: "Events held in each shard's history ring.",
@@ -75,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.messagesOut, m.watchRestarts, m.revision, m.historyEvents, m.groups, m.resetEncodes, m.lagging, m.fanoutLatency)
+		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.messagesOut, m.watchRestarts, m.revision, m.synced, m.historyEvents, m.groups, m.resetEncodes, m.lagging, m.fanoutLatency)
 	}
 	return m
 }

@@ -57,6 +57,7 @@ type shardState struct {
 var _ Sink = (*shardState)(nil)
 
 func newShardState(id string, maxEvents int, maxBytes int64, m *metrics) *shardState {
+	m.synced.WithLabelValues(id).Set(0)
 	return &shardState{
 		id:           id,
 		tenants:      map[string]*tree{},
@@ -167,6 +168,7 @@ func (s *shardState) Backfill(floor int64, txns []SourceTxn) {
 		return
 	}
 	s.synced = true
+	s.metrics.synced.WithLabelValues(s.id).Set(1)
 	defer s.notifyLocked()
 	if floor >= s.hist.floor {
 		return

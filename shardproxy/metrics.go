@@ -17,6 +17,9 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	// duration observes the time each RPC took, by method.
 	duration *prometheus.HistogramVec
+	// shardRequests counts finished RPCs of tenants by the tenant's shard
+	// and gRPC code, for error ratios per shard.
+	shardRequests *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, store *meta.Store) (*metrics, error) {
@@ -34,6 +37,12 @@ func newMetrics(reg prometheus.Registerer, store *meta.Store) (*metrics, error) 
 			Help:      "Time the shard proxy took to serve an RPC, by method.",
 			Buckets:   prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"method"}),
+		shardRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "confetti",
+			Subsystem: "proxy",
+			Name:      "shard_requests_total",
+			Help:      "RPCs of a tenant served by the shard proxy, by the tenant's shard and gRPC status code.",
+		}, []string{"shard", "code"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -43,6 +52,9 @@ func newMetrics(reg prometheus.Registerer, store *meta.Store) (*metrics, error) 
 		return nil, err
 	}
 	if m.duration, err = register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.shardRequests, err = register(reg, m.shardRequests); err != nil {
 		return nil, err
 	}
 	if _, err = register(reg, newPlacementCollector(store)); err != nil {

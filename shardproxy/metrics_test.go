@@ -39,6 +39,8 @@ func TestMetricsCountRequestsByMethodAndCode(t *testing.T) {
 		{name: "refused put", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "KV.Put", "code": "InvalidArgument"}, want: 1},
 		{name: "refused lease grant", metric: "confetti_proxy_requests_total", labels: map[string]string{"method": "Leases.Grant", "code": "InvalidArgument"}, want: 1},
 		{name: "put durations", metric: "confetti_proxy_request_duration_seconds", labels: map[string]string{"method": "KV.Put"}, want: 4},
+		{name: "successful puts on the tenant's shard", metric: "confetti_proxy_shard_requests_total", labels: map[string]string{"shard": a.createTenant(t, "metered").Shard, "code": "OK"}, want: 3},
+		{name: "refused requests on the tenant's shard", metric: "confetti_proxy_shard_requests_total", labels: map[string]string{"shard": a.createTenant(t, "metered").Shard, "code": "InvalidArgument"}, want: 2},
 		{name: "placement", metric: "confetti_proxy_shard_tenants", labels: map[string]string{"shard": a.createTenant(t, "metered").Shard, "state": "active"}, want: uint64(tenantCounts(c.store.Tenants())[a.createTenant(t, "metered").Shard])},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -190,6 +190,8 @@ type planController struct {
 	interval time.Duration
 	lg       *zap.Logger
 	errors   prometheus.Counter
+	// pauses counts the plans this controller paused.
+	pauses prometheus.Counter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -272,8 +274,13 @@ func (c *planController) advance(ctx context.Context, tenant, item string) error
 	}
 	// A failed compare means the record changed since it was read: the
 	// next pass looks again.
-	_, _, err = c.p.cfgWrite(ctx, r, cmps, ops, "")
-	return err
+	if _, _, err = c.p.cfgWrite(ctx, r, cmps, ops, ""); err != nil {
+		return err
+	}
+	if action == "plan-pause" {
+		c.pauses.Inc()
+	}
+	return nil
 }
 
 // dropIndex removes the plan index key of a record without a running
@@ -301,6 +308,12 @@ func (p *Proxy) startReleases() error {
 		Name:      "plan_errors_total",
 		Help:      "Staged rollout checks that failed (shard or cache nodes unreachable); the plan is checked again at the next pass.",
 	})
+	pauses := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "confetti",
+		Subsystem: "proxy",
+		Name:      "plan_pauses_total",
+		Help:      "Staged rollouts paused by this proxy because too many gateways NACKed the plan's version.",
+	})
 	if reg := p.cfg.Registerer; reg != nil {
 		var err error
 		if failures, err = register(reg, failures); err != nil {
@@ -309,12 +322,15 @@ func (p *Proxy) startReleases() error {
 		if planErrors, err = register(reg, planErrors); err != nil {
 			return fmt.Errorf("shardproxy: register metrics: %w", err)
 		}
+		if pauses, err = register(reg, pauses); err != nil {
+			return fmt.Errorf("shardproxy: register metrics: %w", err)
+		}
 	}
 	p.rollouts = p.cfg.Rollouts
 	if p.rollouts == nil {
 		p.rollouts = newCacheRollouts(p.store, p.cfg, failures)
 	}
-	c := &planController{p: p, interval: p.cfg.PlanInterval, lg: p.lg.Named("plans"), errors: planErrors}
+	c := &planController{p: p, interval: p.cfg.PlanInterval, lg: p.lg.Named("plans"), errors: planErrors, pauses: pauses}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	p.plans = c
 	if c.interval > 0 {

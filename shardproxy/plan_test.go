@@ -155,10 +155,23 @@ func TestPlanPausesOnNACKsAndResumes(t *testing.T) {
 	if grayBP(rel) != 100 || planIndexed(t, tenant) {
 		t.Fatalf("paused plan: gray at %d bp, indexed %v; want the gray kept and the index dropped", grayBP(rel), planIndexed(t, tenant))
 	}
+	pauses := func() uint64 {
+		families, err := a.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sample(families, "confetti_proxy_plan_pauses_total", nil)
+	}
+	if got := pauses(); got != 1 {
+		t.Fatalf("confetti_proxy_plan_pauses_total = %d after the pause, want 1", got)
+	}
 	// Paused, it stays put however long it waits.
 	clock.Advance(time.Hour)
 	if rel := step(t, a, tenant); rel.GetPlan().GetState() != pb.Plan_PAUSED || grayBP(rel) != 100 {
 		t.Fatalf("paused plan moved: %v", rel)
+	}
+	if got := pauses(); got != 1 {
+		t.Fatalf("confetti_proxy_plan_pauses_total = %d while the plan stays paused, want 1", got)
 	}
 	_, err := a.releases.ResumePlan(testCtx(t), &pb.PlanRequest{Tenant: tenant, Item: "cfg", ExpectedModRevision: &rel.ModRevision})
 	if err != nil {

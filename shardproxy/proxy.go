@@ -285,11 +285,26 @@ func serve[Req, Resp any](ctx context.Context, p *Proxy, fullMethod string, req 
 	if err == nil {
 		resp, err = fn(ctx, req)
 	}
-	if err = p.finish(fullMethod, start, err); err != nil {
+	err = p.finish(fullMethod, start, err)
+	if t, ok := any(req).(interface{ GetTenant() string }); ok {
+		p.observeShard(t.GetTenant(), err)
+	}
+	if err != nil {
 		var zero Resp
 		return zero, err
 	}
 	return resp, nil
+}
+
+// observeShard counts a finished request of tenant against the shard the
+// tenant is placed on; requests of unknown tenants count nowhere.
+func (p *Proxy) observeShard(tenant string, err error) {
+	if tenant == "" {
+		return
+	}
+	if t, ok := p.store.Tenant(tenant); ok {
+		p.metrics.shardRequests.WithLabelValues(t.Shard, status.Code(err).String()).Inc()
+	}
 }
 
 // finish converts err to a gRPC status and records the request.
