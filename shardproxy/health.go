@@ -27,6 +27,27 @@ import (
 // cluster, the URLs or the credentials (or adds the shard with force).
 var ErrShardCheckFailed = rpcerr.New(codes.FailedPrecondition, "shardproxy: shard check failed")
 
+// checkError is a failed shard check: what failed, and what to do.
+type checkError struct {
+	shard, reason, hint string
+}
+
+func (e *checkError) Error() string {
+	return fmt.Sprintf("%v: shard %s: %s; %s", ErrShardCheckFailed, e.shard, e.reason, e.hint)
+}
+
+func (e *checkError) Unwrap() error { return ErrShardCheckFailed }
+
+// healthError is what a failed check records as the shard's health: the
+// reason, without the advice addressed to the one who added the shard.
+func healthError(err error) error {
+	var ce *checkError
+	if errors.As(err, &ce) {
+		return errors.New(ce.reason)
+	}
+	return err
+}
+
 // probePrefix holds the keys the shard check writes and deletes again:
 // under Confetti's own prefix (so the role's etcd permissions cover it)
 // and outside keys.Root (so cache nodes never see them).
@@ -133,7 +154,7 @@ func (h *shardHealth) check(ctx context.Context, sh meta.Shard) error {
 			// The proxy is closing: no verdict on the shard.
 			return err, nil
 		}
-		h.record(sh.ID, err)
+		h.record(sh.ID, healthError(err))
 		if err == nil && sh.State == meta.ShardPending {
 			if act, aerr := h.p.store.ActivatePending(ctx, sh.ID); aerr != nil {
 				h.p.lg.Warn("activating a pending shard that passed its check", zap.String("shard", sh.ID), zap.Error(aerr))
@@ -193,6 +214,14 @@ func (h *shardHealth) status(id string) error {
 	return nil
 }
 
+// down reports whether the last check of a shard failed.
+func (h *shardHealth) down(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st, ok := h.states[id]
+	return ok && st.err != nil
+}
+
 // refresh checks, concurrently and at once, every shard of shards that
 // has no fresh view, so that placement right after a start or an add
 // decides from a real check.
@@ -228,6 +257,7 @@ func (h *shardHealth) placeable(sh meta.Shard) error {
 func (p *Proxy) checkEndpoints(ctx context.Context, id string, endpoints []string) error {
 	timeout := p.cfg.ShardCheckTimeout
 	forced := fmt.Sprintf("or register the shard anyway with `confetti shard add %s --etcd-endpoints %s --force`: it stays pending and takes no tenant until it passes this check", id, strings.Join(endpoints, ","))
+	fail := func(reason, hint string) error { return &checkError{shard: id, reason: reason, hint: hint} }
 	clusters := make([]uint64, len(endpoints))
 	errs := make([]error, len(endpoints))
 	var wg sync.WaitGroup
@@ -246,15 +276,15 @@ func (p *Proxy) checkEndpoints(ctx context.Context, id string, endpoints []strin
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%w: shard %s: %s; check the URLs and the proxy's etcd settings (--etcd-username, --etcd-password-file, --etcd-cacert, --etcd-cert), %s", ErrShardCheckFailed, id, strings.Join(failed, "; "), forced)
+		return fail(strings.Join(failed, "; "), "check the URLs and the proxy's etcd settings (--etcd-username, --etcd-password-file, --etcd-cacert, --etcd-cert), "+forced)
 	}
 	for i := range endpoints {
 		if clusters[i] != clusters[0] {
-			return fmt.Errorf("%w: shard %s: endpoints %s and %s belong to different etcd clusters (ids %x and %x); list the members of one cluster", ErrShardCheckFailed, id, endpoints[0], endpoints[i], clusters[0], clusters[i])
+			return fail(fmt.Sprintf("endpoints %s and %s belong to different etcd clusters (ids %x and %x)", endpoints[0], endpoints[i], clusters[0], clusters[i]), "list the members of one cluster")
 		}
 	}
 	if err := p.probeWrite(ctx, endpoints, timeout); err != nil {
-		return fmt.Errorf("%w: shard %s: %v; grant the proxy's etcd user (--etcd-username) readwrite on the prefix /confetti/, %s", ErrShardCheckFailed, id, err, forced)
+		return fail(err.Error(), "grant the proxy's etcd user (--etcd-username) readwrite on the prefix /confetti/, "+forced)
 	}
 	return nil
 }
@@ -263,6 +293,11 @@ func (p *Proxy) checkEndpoints(ctx context.Context, id string, endpoints []strin
 // own, and returns the id of the cluster it belongs to.
 func (p *Proxy) statusOf(ctx context.Context, ep string, timeout time.Duration) (uint64, error) {
 	cli, err := p.clients.Dial([]string{ep})
+	if errors.Is(err, context.DeadlineExceeded) {
+		// With credentials, connecting authenticates and waits for an
+		// answer up to the dial timeout.
+		return 0, fmt.Errorf("no etcd answered within the dial timeout: %v", err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("cannot connect with the proxy's etcd credentials: %v", err)
 	}

@@ -71,7 +71,7 @@ func (s *shardService) AddShard(ctx context.Context, req *pb.AddShardRequest) (*
 			return nil, err
 		}
 		if !registered {
-			s.p.health.record(added.ID, checkErr)
+			s.p.health.record(added.ID, healthError(checkErr))
 		}
 		return s.shardProto(added, tenantCounts(s.p.store.Tenants())[added.ID]), nil
 	})

@@ -3,6 +3,7 @@ package meta
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,7 +118,7 @@ func (c *Clients) Get(shardID string) (*clientv3.Client, error) {
 	defer c.mu.Unlock()
 	defer close(d.done)
 	if err != nil {
-		d.err = fmt.Errorf("%w: shard %s at %v: %w", ErrUnavailable, shardID, sh.Endpoints, err)
+		d.err = fmt.Errorf("%w: no client of shard %s at %s: %w", ErrShardUnreachable, shardID, strings.Join(sh.Endpoints, ","), err)
 		d.retry = time.Now().Add(redialAfter)
 		return nil, d.err
 	}

@@ -47,6 +47,10 @@ var (
 	// ErrShardNotEmpty is returned when removing a shard that still holds
 	// tenants.
 	ErrShardNotEmpty = rpcerr.New(codes.FailedPrecondition, "meta: shard holds tenants")
+	// ErrShardUnreachable is returned when a client of a shard cannot be
+	// created: with etcd credentials, creating one authenticates, which
+	// needs the shard to answer.
+	ErrShardUnreachable = rpcerr.New(codes.Unavailable, "meta: shard unreachable")
 	// ErrUnavailable is returned when the meta cluster cannot be reached.
 	ErrUnavailable = rpcerr.New(codes.Unavailable, "meta: meta cluster unavailable")
 	// ErrInvalid is returned for a malformed shard record.
@@ -447,7 +451,11 @@ func (s *Store) RemoveShard(ctx context.Context, id string) (Shard, error) {
 			return Shard{}, fmt.Errorf("%w: %q (list shards with `confetti shard list`)", ErrShardNotFound, id)
 		}
 		if n > 0 {
-			return sh, fmt.Errorf("%w: shard %s holds %d tenants; it can be removed once none is left on it (`confetti shard drain %s` stops new ones from landing there)", ErrShardNotEmpty, id, n, id)
+			plural := "s"
+			if n == 1 {
+				plural = ""
+			}
+			return sh, fmt.Errorf("%w: shard %s holds %d tenant%s; it can be removed once none is left on it (`confetti shard drain %s` stops new ones from landing there)", ErrShardNotEmpty, id, n, plural, id)
 		}
 		resp, err := s.cli.Txn(ctx).
 			If(

@@ -34,7 +34,7 @@ func TestRemoveShardIsRefusedWhileItHoldsTenants(t *testing.T) {
 	ctx := context.Background()
 	addShards(t, a, Shard{ID: "s1"}, Shard{ID: "s2"})
 	on := map[string]int{}
-	for i := 0; on["s1"] < 3; i++ {
+	for i := 0; on["s1"] < 2; i++ {
 		tn, _, err := a.CreateTenant(ctx, fmt.Sprintf("t%d", i))
 		if err != nil {
 			t.Fatal(err)
