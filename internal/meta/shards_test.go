@@ -209,6 +209,7 @@ func TestClientsDialEachShardOnItsOwn(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(30 * time.Second):
+		close(release)
 		t.Fatal("the client of a good shard waited for the dial of another shard")
 	}
 	close(release)
