@@ -67,8 +67,8 @@ func TestKeyBootstrapWritesAnOperatorKeyIntoMeta(t *testing.T) {
 		args []string
 		want string
 	}{
-		{name: "wrong password", args: []string{"--etcd-username", "confetti", "--etcd-password-file", bad}, want: "authentication failed"},
 		{name: "no credentials", want: "user name is empty"},
+		{name: "wrong password", args: []string{"--etcd-username", "confetti", "--etcd-password-file", bad}, want: "authentication failed"},
 	} {
 		args := append([]string{"key", "bootstrap", "--meta-endpoints", ep, "--timeout", "10m"}, tc.args...)
 		if _, _, err := runCLI(t, args...); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "etcd credentials") {
