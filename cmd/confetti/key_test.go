@@ -72,7 +72,7 @@ func TestKeyBootstrapWritesAnOperatorKeyIntoMeta(t *testing.T) {
 	} {
 		args := append([]string{"key", "bootstrap", "--meta-endpoints", ep, "--timeout", "10m"}, tc.args...)
 		if _, _, err := runCLI(t, args...); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "etcd credentials") || strings.Contains(err.Error(), "deadline exceeded") {
-			t.Fatalf("key bootstrap with %s: err = %v, want etcd's %q", tc.name, err, tc.want)
+			t.Fatalf("key bootstrap with %s: err = %v, want etcd's %q at once, with a hint, not a deadline", tc.name, err, tc.want)
 		}
 	}
 	if _, _, err := runCLI(t, "key", "bootstrap", "--meta-endpoints", ep, "--etcd-password", "x", "--etcd-password-file", good); err == nil || !strings.Contains(err.Error(), "not both") {
