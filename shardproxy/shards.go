@@ -158,7 +158,7 @@ func (s *shardService) RemoveShard(ctx context.Context, req *pb.RemoveShardReque
 		}
 		s.p.clients.Prune()
 		out := shardProto(sh, 0)
-		out.Health = "removed"
+		out.Health = "removed from the registry"
 		return out, nil
 	})
 }

@@ -505,6 +505,10 @@ func (s *Store) CreateTenant(ctx context.Context, name string, opts ...PlaceOpti
 	if err := keys.ValidName("tenant", name); err != nil {
 		return Tenant{}, false, err
 	}
+	if err := s.Loaded(); err != nil {
+		// An empty registry would read as "no shard".
+		return Tenant{}, false, err
+	}
 	var o placeOptions
 	for _, opt := range opts {
 		opt(&o)

@@ -170,6 +170,9 @@ func TestLoadedSaysMetaIsNotLoadedYet(t *testing.T) {
 	}
 	// Once a listing has failed, the reason is part of the message.
 	waitFor(t, func() bool { return strings.Contains(st.Loaded().Error(), "last error") })
+	if _, _, err := st.CreateTenant(context.Background(), "acme"); rpcerr.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "meta not loaded yet") {
+		t.Fatalf("CreateTenant before meta is loaded: %v, want Unavailable saying so, not that there is no shard", err)
+	}
 
 	c := embedetcd.NewForTest(t, 1)
 	if err := newStore(t, c).Loaded(); err != nil {
