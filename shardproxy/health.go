@@ -143,6 +143,17 @@ func (h *shardHealth) checkAll(ctx context.Context, shards []meta.Shard) {
 // check checks one shard now (concurrent checks of a shard share one) and
 // records the outcome.
 func (h *shardHealth) check(ctx context.Context, sh meta.Shard) error {
+	if sh.State == meta.ShardPending {
+		// The full check dials (and, with credentials, authenticates)
+		// anew each time: a pending shard is checked once per staleness
+		// window, not every interval.
+		h.mu.Lock()
+		st, ok := h.states[sh.ID]
+		h.mu.Unlock()
+		if ok && time.Since(st.at) < h.stale {
+			return st.err
+		}
+	}
 	v, _, _ := h.checks.Do(sh.ID, func() (any, error) {
 		var err error
 		if sh.State == meta.ShardPending {
