@@ -2,16 +2,21 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/meta"
@@ -139,17 +144,22 @@ type Cache struct {
 
 	mu     sync.RWMutex
 	shards map[string]*shardState
+	// sources are how each shard of shards is being sourced.
+	sources map[string]*shardSource
 	// Open subscriptions per tenant, and their count per client
 	// connection.
 	subs    map[string]map[*subscription]struct{}
 	perConn map[string]int
 	tokens  *tokenCodec
 	ready   chan struct{} // closed once the token key is loaded
-	closed  bool
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	subsWG  sync.WaitGroup
+	// wasReady is set once Readiness has found every shard synced or
+	// given up on; from then on shards never make the node unready.
+	wasReady atomic.Bool
+	closed   bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	subsWG   sync.WaitGroup
 }
 
 // New starts a cache node that follows store's registry, sourcing every
@@ -174,6 +184,7 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Cache, error) {
 		clients:    clients,
 		metrics:    newMetrics(cfg.Registerer),
 		shards:     map[string]*shardState{},
+		sources:    map[string]*shardSource{},
 		subs:       map[string]map[*subscription]struct{}{},
 		perConn:    map[string]int{},
 		ready:      make(chan struct{}),
@@ -188,27 +199,146 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Cache, error) {
 // Register registers the Cache service on s.
 func (c *Cache) Register(s *grpc.Server) { confettipb.RegisterCacheServer(s, c) }
 
-// Ready reports whether the node can serve: meta loaded, token key known,
-// and every registered shard listed.
-func (c *Cache) Ready() bool {
+// Ready reports whether the node can serve: Readiness is nil.
+func (c *Cache) Ready() bool { return c.Readiness() == nil }
+
+// Readiness returns nil when the node can serve: meta loaded, token key
+// known, and, when the node starts, every registered shard either synced
+// or given up on (see Unavailable). While a shard's first sync is under
+// way (within SyncWait of its start, its client not failing) a starting
+// node is not ready, and the error names the shard. One unreachable shard
+// never keeps the node unready, and a shard added later never makes a
+// ready node unready: only its own tenants wait or are unavailable.
+func (c *Cache) Readiness() error {
+	if err := c.store.Loaded(); err != nil {
+		return err
+	}
 	select {
 	case <-c.ready:
 	default:
-		return false
+		return fmt.Errorf("%w: the token key is not loaded from meta yet", ErrNotSynced)
 	}
-	if !c.store.Ready() {
-		return false
+	if c.wasReady.Load() {
+		return nil
 	}
+	var pending []error
 	for _, sh := range c.store.Shards() {
-		st := c.shard(sh.ID)
-		if st == nil {
-			return false
-		}
-		if _, _, synced := st.wait(); !synced {
-			return false
+		if p, err := c.shardAvailability(sh.ID); p {
+			pending = append(pending, err)
 		}
 	}
-	return true
+	if len(pending) == 0 {
+		c.wasReady.Store(true)
+	}
+	return errors.Join(pending...)
+}
+
+// Unavailable lists, one line each, the registered shards a ready node
+// does not serve now: shards it could not sync within SyncWait or whose
+// client fails (their tenants' subscriptions and reads get Unavailable
+// naming the shard), and shards added since it became ready whose first
+// sync is under way (their tenants' requests wait for it). The other
+// tenants are served.
+func (c *Cache) Unavailable() []string {
+	var out []string
+	for _, sh := range c.store.Shards() {
+		if p, err := c.shardAvailability(sh.ID); err != nil && (!p || c.wasReady.Load()) {
+			out = append(out, err.Error())
+		}
+	}
+	return out
+}
+
+// shardSource is the sourcing of one shard on this node.
+type shardSource struct {
+	started time.Time
+	cancel  context.CancelFunc
+
+	mu sync.Mutex
+	// cli is the shard's client once the node has one; dialErr is why the
+	// last attempt to get one failed.
+	cli     *clientv3.Client
+	dialErr error
+	// gaveUp is set once the node stops waiting for the shard's first
+	// sync (its client failed, or SyncWait passed), so that readiness does
+	// not flap with the client's reconnection attempts; failure is the
+	// last reason seen.
+	gaveUp  bool
+	failure string
+}
+
+func (s *shardSource) client() (*clientv3.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cli, s.dialErr
+}
+
+// sourceClient is the client the node sources a shard through, nil while
+// it has none.
+func (c *Cache) sourceClient(id string) *clientv3.Client {
+	c.mu.RLock()
+	src := c.sources[id]
+	c.mu.RUnlock()
+	if src == nil {
+		return nil
+	}
+	cli, _ := src.client()
+	return cli
+}
+
+// syncPoll is how often a request waiting for an unsynced shard checks
+// whether the node has given up on it.
+const syncPoll = 100 * time.Millisecond
+
+// shardAvailability says how the node stands with a shard: err nil when
+// it has synced it (it serves the shard's tenants from then on, from
+// memory if the shard goes down); pending with an ErrNotSynced error
+// while its first sync may still succeed; otherwise an ErrShardUnavailable
+// error saying why the shard's tenants are unavailable on this node.
+func (c *Cache) shardAvailability(id string) (pending bool, err error) {
+	c.mu.RLock()
+	st, src := c.shards[id], c.sources[id]
+	c.mu.RUnlock()
+	if st == nil || src == nil {
+		return true, fmt.Errorf("%w: shard %s is not sourced on this node yet", ErrNotSynced, id)
+	}
+	_, _, synced := st.wait()
+	if synced {
+		return false, nil
+	}
+	why, failing := "no answer from its etcd yet", false
+	cli, dialErr := src.client()
+	st.mu.RLock()
+	lastErr := st.lastErr
+	st.mu.RUnlock()
+	switch {
+	case dialErr != nil:
+		why, failing = dialErr.Error(), true
+	case cli != nil && cli.ActiveConnection().GetState() == connectivity.TransientFailure:
+		why, failing = fmt.Sprintf("cannot connect to %s", strings.Join(cli.Endpoints(), ",")), true
+		if lastErr != "" {
+			why += " (last error: " + lastErr + ")"
+		}
+	case lastErr != "":
+		why = lastErr
+	}
+	age := time.Since(src.started)
+	src.mu.Lock()
+	if failing {
+		src.failure = why
+	} else if lastErr == "" && src.failure != "" {
+		why = src.failure
+	}
+	src.gaveUp = src.gaveUp || failing || age >= c.cfg.SyncWait
+	gaveUp := src.gaveUp
+	src.mu.Unlock()
+	if !gaveUp {
+		return true, fmt.Errorf("%w: shard %s: first sync under way: %s", ErrNotSynced, id, why)
+	}
+	if !failing {
+		why += fmt.Sprintf(" (not synced within %s)", c.cfg.SyncWait)
+	}
+	return false, fmt.Errorf("%w: shard %s is not synced on this node: %s; its tenants are unavailable on this node until it answers", ErrShardUnavailable, id, why)
 }
 
 // Close stops the shard watches and ends every subscription.
@@ -257,41 +387,85 @@ func (c *Cache) run() {
 	}
 	for {
 		changed := c.store.Changed()
+		registered := map[string]bool{}
 		for _, sh := range c.store.Shards() {
-			if c.shard(sh.ID) != nil {
-				continue
+			registered[sh.ID] = true
+			if c.shard(sh.ID) == nil {
+				c.source(sh)
 			}
-			cli, err := c.clients.Get(sh.ID)
-			if err != nil {
-				c.lg.Error("shard client", zap.String("shard", sh.ID), zap.Error(err))
-				continue
-			}
-			st := newShardState(sh.ID, c.cfg.HistoryMaxEvents, c.cfg.HistoryMaxBytes, c.metrics)
-			c.mu.Lock()
-			c.shards[sh.ID] = st
-			c.mu.Unlock()
-			src := &etcdSource{
-				cli:       cli,
-				shard:     sh.ID,
-				lg:        c.lg,
-				backfill:  int64(c.cfg.HistoryMaxEvents),
-				progress:  c.cfg.ProgressInterval,
-				stall:     c.cfg.StallTimeout,
-				listLimit: 5000,
-			}
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				src.Run(c.ctx, st)
-			}()
-			c.lg.Info("sourcing shard", zap.String("shard", sh.ID), zap.Strings("endpoints", sh.Endpoints))
 		}
+		c.mu.Lock()
+		for id, src := range c.sources {
+			if !registered[id] {
+				// Removed from the registry (it held no tenant).
+				src.cancel()
+				delete(c.sources, id)
+				delete(c.shards, id)
+				c.lg.Info("stopped sourcing a removed shard", zap.String("shard", id))
+			}
+		}
+		c.mu.Unlock()
+		c.clients.Prune()
 		select {
 		case <-changed:
 		case <-c.ctx.Done():
 			return
 		}
 	}
+}
+
+// source starts sourcing a shard: it gets the shard's client, retrying
+// with backoff while that fails (with etcd credentials, getting a client
+// of an unreachable shard fails), then runs the shard's source until the
+// node closes or the shard is removed.
+func (c *Cache) source(sh meta.Shard) {
+	st := newShardState(sh.ID, c.cfg.HistoryMaxEvents, c.cfg.HistoryMaxBytes, c.metrics)
+	ctx, cancel := context.WithCancel(c.ctx)
+	src := &shardSource{started: time.Now(), cancel: cancel}
+	c.mu.Lock()
+	c.shards[sh.ID] = st
+	c.sources[sh.ID] = src
+	c.mu.Unlock()
+	c.lg.Info("sourcing shard", zap.String("shard", sh.ID), zap.Strings("endpoints", sh.Endpoints))
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		backoff := 100 * time.Millisecond
+		for {
+			cli, err := c.clients.Get(sh.ID)
+			src.mu.Lock()
+			src.cli, src.dialErr = cli, err
+			src.mu.Unlock()
+			if err == nil {
+				break
+			}
+			// Warn once; the retries go on quietly until the shard answers.
+			lvl := zap.DebugLevel
+			if backoff == 100*time.Millisecond {
+				lvl = zap.WarnLevel
+			}
+			c.lg.Log(lvl, "no client of the shard, its tenants are unavailable on this node", zap.String("shard", sh.ID), zap.Error(err), zap.Duration("backoff", backoff))
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		src.mu.Lock()
+		cli := src.cli
+		src.mu.Unlock()
+		es := &etcdSource{
+			cli:       cli,
+			shard:     sh.ID,
+			lg:        c.lg,
+			backfill:  int64(c.cfg.HistoryMaxEvents),
+			progress:  c.cfg.ProgressInterval,
+			stall:     c.cfg.StallTimeout,
+			listLimit: 5000,
+		}
+		es.Run(ctx, st)
+	}()
 }
 
 // Advertise registers the node in meta, under the gRPC address proxies
@@ -333,6 +507,8 @@ func (c *Cache) register(addr string) {
 }
 
 // waitSynced waits until a shard is listed and has applied at least rev.
+// A shard the node has given up syncing (see shardAvailability) fails at
+// once with ErrShardUnavailable naming the shard and why.
 func (c *Cache) waitSynced(ctx context.Context, shard string, rev int64) (*shardState, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SyncWait)
 	defer cancel()
@@ -344,9 +520,22 @@ func (c *Cache) waitSynced(ctx context.Context, shard string, rev int64) (*shard
 				if synced && cur >= rev {
 					return st, nil
 				}
+				var poll <-chan time.Time
+				if !synced {
+					pending, err := c.shardAvailability(shard)
+					if !pending {
+						return nil, err
+					}
+					poll = time.After(syncPoll)
+				}
 				select {
 				case <-ch:
+				case <-poll:
 				case <-ctx.Done():
+					if !synced {
+						_, err := c.shardAvailability(shard)
+						return nil, fmt.Errorf("%w; retry shortly", err)
+					}
 					return nil, fmt.Errorf("%w: shard %s is at revision %d, the request needs %d; retry shortly", ErrNotSynced, shard, cur, rev)
 				}
 			}

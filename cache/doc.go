@@ -8,7 +8,12 @@
 // of their tenant's state under their prefixes, then Events made of whole
 // etcd transactions, then Progress bookmarks while idle; every message ends
 // with an opaque token that resumes the stream on any cache node of the
-// cluster:
+// cluster.
+//
+// A node is ready per shard: a shard it cannot sync (unreachable, or not
+// synced within Config.SyncWait) makes only that shard's tenants
+// unavailable on the node, and Readiness, Unavailable and Status say which
+// shard and why:
 //
 //	c, err := cache.New(store, clients, cache.Config{Logger: lg})
 //	defer c.Close()

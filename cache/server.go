@@ -98,6 +98,8 @@ func (c *Cache) rangeKV(ctx context.Context, req *confettipb.RangeRequest) (*con
 }
 
 // Status reports each shard's revision, history window and sync state.
+// For a shard not synced, last_error says why: the first sync is under
+// way, or why the node gave up on it (its tenants are unavailable here).
 func (c *Cache) Status(ctx context.Context, _ *confettipb.CacheStatusRequest) (*confettipb.CacheStatusResponse, error) {
 	out := &confettipb.CacheStatusResponse{Node: c.cfg.NodeName}
 	c.mu.RLock()
@@ -118,13 +120,16 @@ func (c *Cache) Status(ctx context.Context, _ *confettipb.CacheStatusRequest) (*
 				ss.HistoryStart, ss.HistoryEvents, ss.HistoryBytes = st.hist.floor, int64(st.hist.events), st.hist.bytes
 			}
 			st.mu.RUnlock()
-			if cli, err := c.clients.Get(sh.ID); err == nil {
+			if cli := c.sourceClient(sh.ID); cli != nil {
 				qctx, cancel := context.WithTimeout(ctx, time.Second)
 				if resp, err := cli.Get(qctx, keys.Root, clientv3.WithCountOnly()); err == nil {
 					ss.EtcdRevision = resp.Header.Revision
 				}
 				cancel()
 			}
+		}
+		if _, err := c.shardAvailability(sh.ID); err != nil {
+			ss.LastError = err.Error()
 		}
 		out.Shards = append(out.Shards, ss)
 	}

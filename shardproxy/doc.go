@@ -15,6 +15,11 @@
 //	if err != nil { ... }
 //	p.Register(grpcServer)
 //
+// The proxy checks every shard on an interval (health.go): new tenants are
+// placed only on active shards whose last check passed, and AddShard
+// registers an etcd cluster only once it has found it readable and
+// writable with the proxy's etcd credentials (or as pending, with force).
+//
 // Leases are granted on the tenant's shard and bound to the tenant by an
 // owner key attached to the lease (leases.go); the keepalives of every
 // caller travel over one LeaseKeepAlive stream per shard (keepalive.go).

@@ -102,7 +102,7 @@ func shardError(ctx context.Context, shard string, err error) error {
 		return fmt.Errorf("%w: shard %s: %v; send smaller values or fewer operations", ErrRequestTooLarge, shard, err)
 	case errors.Is(err, meta.ErrShardNotFound):
 		return fmt.Errorf("%w: shard %s is not in the shard registry: %v", ErrShardUnavailable, shard, err)
-	case errors.Is(err, meta.ErrUnavailable):
+	case errors.Is(err, meta.ErrUnavailable), errors.Is(err, meta.ErrShardUnreachable):
 		return fmt.Errorf("%w: shard %s: %v", ErrShardUnavailable, shard, err)
 	}
 	switch etcdCode(err) {

@@ -100,6 +100,7 @@ func (p *Proxy) startLeases() error {
 func (p *Proxy) Close() {
 	p.keepalives.close()
 	p.stopReleases()
+	p.health.close()
 }
 
 func (p *Proxy) grant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {

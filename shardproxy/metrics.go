@@ -22,7 +22,7 @@ type metrics struct {
 	shardRequests *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, store *meta.Store) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, store *meta.Store, health *shardHealth) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "confetti",
@@ -57,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, store *meta.Store) (*metrics, error) 
 	if m.shardRequests, err = register(reg, m.shardRequests); err != nil {
 		return nil, err
 	}
-	if _, err = register(reg, newPlacementCollector(store)); err != nil {
+	if _, err = register(reg, newPlacementCollector(store, health)); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -87,18 +87,24 @@ func (m *metrics) observe(method string, code codes.Code, took time.Duration) {
 }
 
 // placementCollector reports the placement the proxy routes by, read from
-// the meta store's memory at scrape time.
+// the meta store's memory at scrape time, and the proxy's view of each
+// shard's health.
 type placementCollector struct {
 	store   *meta.Store
+	health  *shardHealth
 	tenants *prometheus.Desc
+	healthy *prometheus.Desc
 	rev     *prometheus.Desc
 }
 
-func newPlacementCollector(store *meta.Store) *placementCollector {
+func newPlacementCollector(store *meta.Store, health *shardHealth) *placementCollector {
 	return &placementCollector{
-		store: store,
+		store:  store,
+		health: health,
 		tenants: prometheus.NewDesc("confetti_proxy_shard_tenants",
-			"Tenants placed on each shard, with the shard's state (active or draining).", []string{"shard", "state"}, nil),
+			"Tenants placed on each shard, with the shard's state (active, draining or pending).", []string{"shard", "state"}, nil),
+		healthy: prometheus.NewDesc("confetti_proxy_shard_healthy",
+			"1 while the shard answered this proxy's last check recently (only healthy active shards take new tenants), else 0.", []string{"shard"}, nil),
 		rev: prometheus.NewDesc("confetti_proxy_meta_revision",
 			"Meta revision the proxy's placement reflects.", nil, nil),
 	}
@@ -106,6 +112,7 @@ func newPlacementCollector(store *meta.Store) *placementCollector {
 
 func (c *placementCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.tenants
+	ch <- c.healthy
 	ch <- c.rev
 }
 
@@ -113,6 +120,11 @@ func (c *placementCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := tenantCounts(c.store.Tenants())
 	for _, sh := range c.store.Shards() {
 		ch <- prometheus.MustNewConstMetric(c.tenants, prometheus.GaugeValue, float64(counts[sh.ID]), sh.ID, string(sh.State))
+		healthy := 0.0
+		if c.health.status(sh.ID) == nil {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, healthy, sh.ID)
 	}
 	ch <- prometheus.MustNewConstMetric(c.rev, prometheus.GaugeValue, float64(c.store.Revision()))
 }

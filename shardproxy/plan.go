@@ -215,6 +215,11 @@ func (c *planController) run() {
 // pass checks every running plan once.
 func (c *planController) pass(ctx context.Context) {
 	for _, sh := range c.p.store.Shards() {
+		if c.p.health.down(sh.ID) {
+			// Its index could only time out; its tenants' plans advance
+			// once the shard is back.
+			continue
+		}
 		cli, err := c.p.clients.Get(sh.ID)
 		if err != nil {
 			c.fail("plan index unreadable", zap.String("shard", sh.ID), zap.Error(err))

@@ -73,6 +73,15 @@ type Config struct {
 	// Rollouts reads the rollout state of gateways. Nil means asking every
 	// cache node registered in meta.
 	Rollouts RolloutReader `json:"-" yaml:"-"`
+	// HealthInterval is how often the proxy checks every shard (a
+	// linearizable one-key read; for a pending shard, the check AddShard
+	// makes). Placement takes only shards whose last check passed within
+	// three intervals plus ShardCheckTimeout. Zero means 2 seconds.
+	HealthInterval time.Duration `json:"health-interval" yaml:"health-interval"`
+	// ShardCheckTimeout bounds each request of a shard check: the health
+	// check, and the Status call per endpoint and the probe write, read
+	// and delete of AddShard. Zero means 3 seconds.
+	ShardCheckTimeout time.Duration `json:"shard-check-timeout" yaml:"shard-check-timeout"`
 	// PlanInterval is how often the plan controller checks running staged
 	// rollouts. Zero means 1 second; negative disables the controller in
 	// this proxy (plans then advance only where another proxy runs it).
@@ -85,14 +94,16 @@ type Config struct {
 // DefaultConfig is the configuration zero fields of Config stand for.
 func DefaultConfig() Config {
 	return Config{
-		MaxKeyBytes:    4096,
-		MaxValueBytes:  1 << 20,
-		MaxTTL:         86400,
-		MaxRangeKeys:   10000,
-		MaxTxnOps:      64,
-		TenantRPS:      2000,
-		RequestTimeout: 10 * time.Second,
-		PlanInterval:   time.Second,
+		MaxKeyBytes:       4096,
+		MaxValueBytes:     1 << 20,
+		MaxTTL:            86400,
+		MaxRangeKeys:      10000,
+		MaxTxnOps:         64,
+		TenantRPS:         2000,
+		RequestTimeout:    10 * time.Second,
+		HealthInterval:    2 * time.Second,
+		ShardCheckTimeout: 3 * time.Second,
+		PlanInterval:      time.Second,
 	}
 }
 
@@ -126,6 +137,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = d.HealthInterval
+	}
+	if c.ShardCheckTimeout == 0 {
+		c.ShardCheckTimeout = d.ShardCheckTimeout
+	}
 	if c.PlanInterval == 0 {
 		c.PlanInterval = d.PlanInterval
 	}
@@ -154,6 +171,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("request timeout %s must not be negative", c.RequestTimeout))
 	}
+	if c.HealthInterval < 0 {
+		errs = append(errs, fmt.Errorf("health interval %s must not be negative", c.HealthInterval))
+	}
+	if c.ShardCheckTimeout < 0 {
+		errs = append(errs, fmt.Errorf("shard check timeout %s must not be negative", c.ShardCheckTimeout))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("shardproxy: invalid config: %w", err)
 	}
@@ -181,6 +204,8 @@ type Proxy struct {
 	schemas  *schemas
 	rollouts RolloutReader
 	plans    *planController
+	// health is the proxy's view of which shards answer (health.go).
+	health *shardHealth
 }
 
 // New returns a Proxy routing by store through clients. The caller keeps
@@ -198,11 +223,11 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer, store)
-	if err != nil {
+	p := &Proxy{store: store, clients: clients, cfg: cfg, lg: cfg.Logger, limits: newTenantLimits(cfg.TenantRPS, cfg.TenantBurst)}
+	p.health = newShardHealth(p)
+	if p.metrics, err = newMetrics(cfg.Registerer, store, p.health); err != nil {
 		return nil, fmt.Errorf("shardproxy: register metrics: %w", err)
 	}
-	p := &Proxy{store: store, clients: clients, cfg: cfg, lg: cfg.Logger, metrics: m, limits: newTenantLimits(cfg.TenantRPS, cfg.TenantBurst)}
 	if err := p.startLeases(); err != nil {
 		return nil, err
 	}
@@ -210,6 +235,7 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Proxy, error) {
 		p.keepalives.close()
 		return nil, err
 	}
+	p.health.start()
 	return p, nil
 }
 

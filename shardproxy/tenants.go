@@ -23,11 +23,22 @@ type tenantService struct {
 
 var _ pb.TenantsServer = (*tenantService)(nil)
 
-// CreateTenant places a new tenant. An existing tenant is AlreadyExists,
-// with its shard in the message.
+// CreateTenant places a new tenant on an active shard that is healthy on
+// this proxy's view (shards without a fresh view are checked first). An
+// existing tenant is AlreadyExists, with its shard in the message; no
+// healthy active shard is Unavailable, naming each shard and why.
 func (s *tenantService) CreateTenant(ctx context.Context, req *pb.CreateTenantRequest) (*pb.Tenant, error) {
 	return serve(ctx, s.p, pb.Tenants_CreateTenant_FullMethodName, req, func(ctx context.Context, req *pb.CreateTenantRequest) (*pb.Tenant, error) {
-		t, _, err := s.p.store.CreateTenant(ctx, req.GetName())
+		if _, ok := s.p.store.Tenant(req.GetName()); !ok {
+			var active []meta.Shard
+			for _, sh := range s.p.store.Shards() {
+				if sh.State == meta.ShardActive {
+					active = append(active, sh)
+				}
+			}
+			s.p.health.refresh(ctx, active)
+		}
+		t, _, err := s.p.store.CreateTenant(ctx, req.GetName(), meta.WithShardCheck(s.p.health.placeable))
 		if err != nil {
 			return nil, err
 		}

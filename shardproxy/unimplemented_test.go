@@ -36,7 +36,7 @@ func TestUnavailableRPCsSaySo(t *testing.T) {
 	served := []string{
 		"Tenants.CreateTenant", "Tenants.GetTenant", "Tenants.ListTenants",
 		"Tenants.CreateAPIKey", "Tenants.ListAPIKeys", "Tenants.RevokeAPIKey",
-		"Shards.AddShard", "Shards.ListShards", "Shards.DrainShard",
+		"Shards.AddShard", "Shards.ListShards", "Shards.DrainShard", "Shards.ActivateShard", "Shards.RemoveShard",
 		"KV.Range", "KV.Put", "KV.DeleteRange", "KV.Txn",
 		"Leases.Grant", "Leases.Revoke", "Leases.KeepAlive", "Leases.TimeToLive",
 		"Leases.Register", "Leases.Deregister", "Leases.ListInstances",

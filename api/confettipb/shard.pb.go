@@ -29,6 +29,10 @@ const (
 	Shard_ACTIVE Shard_State = 1
 	// DRAINING shards keep their tenants but take no new ones.
 	Shard_DRAINING Shard_State = 2
+	// PENDING shards were added with force while their endpoints failed
+	// the check. They take no tenant until a proxy's check of them passes,
+	// which makes them ACTIVE, or until ActivateShard.
+	Shard_PENDING Shard_State = 3
 )
 
 // Enum value maps for Shard_State.
@@ -37,11 +41,13 @@ var (
 		0: "STATE_UNSPECIFIED",
 		1: "ACTIVE",
 		2: "DRAINING",
+		3: "PENDING",
 	}
 	Shard_State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
 		"ACTIVE":            1,
 		"DRAINING":          2,
+		"PENDING":           3,
 	}
 )
 
@@ -84,8 +90,13 @@ type Shard struct {
 	// tenants placed on the shard.
 	Tenants int64 `protobuf:"varint,5,opt,name=tenants,proto3" json:"tenants,omitempty"`
 	// keys and bytes are filled by ListShards from the shard itself.
-	Keys          int64 `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
-	Bytes         int64 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Keys  int64 `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	Bytes int64 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// healthy is the answering proxy's view: the shard answered its last
+	// check, recently. Placement chooses only healthy ACTIVE shards.
+	Healthy bool `protobuf:"varint,8,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// health says why the shard is not healthy; empty when it is.
+	Health        string `protobuf:"bytes,9,opt,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,11 +180,28 @@ func (x *Shard) GetBytes() int64 {
 	return 0
 }
 
+func (x *Shard) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *Shard) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
 type AddShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Endpoints     []string               `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	Weight        float64                `protobuf:"fixed64,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Endpoints []string               `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Weight    float64                `protobuf:"fixed64,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	// force registers the shard even if its endpoints fail the check, in
+	// state PENDING.
+	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,6 +255,13 @@ func (x *AddShardRequest) GetWeight() float64 {
 		return x.Weight
 	}
 	return 0
+}
+
+func (x *AddShardRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type ListShardsRequest struct {
@@ -362,11 +397,99 @@ func (x *DrainShardRequest) GetId() string {
 	return ""
 }
 
+type ActivateShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateShardRequest) Reset() {
+	*x = ActivateShardRequest{}
+	mi := &file_confetti_v1_shard_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateShardRequest) ProtoMessage() {}
+
+func (x *ActivateShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_shard_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateShardRequest.ProtoReflect.Descriptor instead.
+func (*ActivateShardRequest) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_shard_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ActivateShardRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveShardRequest) Reset() {
+	*x = RemoveShardRequest{}
+	mi := &file_confetti_v1_shard_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveShardRequest) ProtoMessage() {}
+
+func (x *RemoveShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_confetti_v1_shard_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveShardRequest.ProtoReflect.Descriptor instead.
+func (*RemoveShardRequest) Descriptor() ([]byte, []int) {
+	return file_confetti_v1_shard_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RemoveShardRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_confetti_v1_shard_proto protoreflect.FileDescriptor
 
 const file_confetti_v1_shard_proto_rawDesc = "" +
 	"\n" +
-	"\x17confetti/v1/shard.proto\x12\vconfetti.v1\"\xfb\x01\n" +
+	"\x17confetti/v1/shard.proto\x12\vconfetti.v1\"\xba\x02\n" +
 	"\x05Shard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12.\n" +
@@ -374,29 +497,39 @@ const file_confetti_v1_shard_proto_rawDesc = "" +
 	"\x06weight\x18\x04 \x01(\x01R\x06weight\x12\x18\n" +
 	"\atenants\x18\x05 \x01(\x03R\atenants\x12\x12\n" +
 	"\x04keys\x18\x06 \x01(\x03R\x04keys\x12\x14\n" +
-	"\x05bytes\x18\a \x01(\x03R\x05bytes\"8\n" +
+	"\x05bytes\x18\a \x01(\x03R\x05bytes\x12\x18\n" +
+	"\ahealthy\x18\b \x01(\bR\ahealthy\x12\x16\n" +
+	"\x06health\x18\t \x01(\tR\x06health\"E\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06ACTIVE\x10\x01\x12\f\n" +
-	"\bDRAINING\x10\x02\"W\n" +
+	"\bDRAINING\x10\x02\x12\v\n" +
+	"\aPENDING\x10\x03\"m\n" +
 	"\x0fAddShardRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12\x16\n" +
-	"\x06weight\x18\x03 \x01(\x01R\x06weight\"2\n" +
+	"\x06weight\x18\x03 \x01(\x01R\x06weight\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\"2\n" +
 	"\x11ListShardsRequest\x12\x1d\n" +
 	"\n" +
 	"with_usage\x18\x01 \x01(\bR\twithUsage\"@\n" +
 	"\x12ListShardsResponse\x12*\n" +
 	"\x06shards\x18\x01 \x03(\v2\x12.confetti.v1.ShardR\x06shards\"#\n" +
 	"\x11DrainShardRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id2\xd7\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"&\n" +
+	"\x14ActivateShardRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"$\n" +
+	"\x12RemoveShardRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id2\xe3\x02\n" +
 	"\x06Shards\x12<\n" +
 	"\bAddShard\x12\x1c.confetti.v1.AddShardRequest\x1a\x12.confetti.v1.Shard\x12M\n" +
 	"\n" +
 	"ListShards\x12\x1e.confetti.v1.ListShardsRequest\x1a\x1f.confetti.v1.ListShardsResponse\x12@\n" +
 	"\n" +
-	"DrainShard\x12\x1e.confetti.v1.DrainShardRequest\x1a\x12.confetti.v1.ShardB0Z.github.com/confetti-io/confetti/api/confettipbb\x06proto3"
+	"DrainShard\x12\x1e.confetti.v1.DrainShardRequest\x1a\x12.confetti.v1.Shard\x12F\n" +
+	"\rActivateShard\x12!.confetti.v1.ActivateShardRequest\x1a\x12.confetti.v1.Shard\x12B\n" +
+	"\vRemoveShard\x12\x1f.confetti.v1.RemoveShardRequest\x1a\x12.confetti.v1.ShardB0Z.github.com/confetti-io/confetti/api/confettipbb\x06proto3"
 
 var (
 	file_confetti_v1_shard_proto_rawDescOnce sync.Once
@@ -411,14 +544,16 @@ func file_confetti_v1_shard_proto_rawDescGZIP() []byte {
 }
 
 var file_confetti_v1_shard_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_confetti_v1_shard_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_confetti_v1_shard_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_confetti_v1_shard_proto_goTypes = []any{
-	(Shard_State)(0),           // 0: confetti.v1.Shard.State
-	(*Shard)(nil),              // 1: confetti.v1.Shard
-	(*AddShardRequest)(nil),    // 2: confetti.v1.AddShardRequest
-	(*ListShardsRequest)(nil),  // 3: confetti.v1.ListShardsRequest
-	(*ListShardsResponse)(nil), // 4: confetti.v1.ListShardsResponse
-	(*DrainShardRequest)(nil),  // 5: confetti.v1.DrainShardRequest
+	(Shard_State)(0),             // 0: confetti.v1.Shard.State
+	(*Shard)(nil),                // 1: confetti.v1.Shard
+	(*AddShardRequest)(nil),      // 2: confetti.v1.AddShardRequest
+	(*ListShardsRequest)(nil),    // 3: confetti.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),   // 4: confetti.v1.ListShardsResponse
+	(*DrainShardRequest)(nil),    // 5: confetti.v1.DrainShardRequest
+	(*ActivateShardRequest)(nil), // 6: confetti.v1.ActivateShardRequest
+	(*RemoveShardRequest)(nil),   // 7: confetti.v1.RemoveShardRequest
 }
 var file_confetti_v1_shard_proto_depIdxs = []int32{
 	0, // 0: confetti.v1.Shard.state:type_name -> confetti.v1.Shard.State
@@ -426,11 +561,15 @@ var file_confetti_v1_shard_proto_depIdxs = []int32{
 	2, // 2: confetti.v1.Shards.AddShard:input_type -> confetti.v1.AddShardRequest
 	3, // 3: confetti.v1.Shards.ListShards:input_type -> confetti.v1.ListShardsRequest
 	5, // 4: confetti.v1.Shards.DrainShard:input_type -> confetti.v1.DrainShardRequest
-	1, // 5: confetti.v1.Shards.AddShard:output_type -> confetti.v1.Shard
-	4, // 6: confetti.v1.Shards.ListShards:output_type -> confetti.v1.ListShardsResponse
-	1, // 7: confetti.v1.Shards.DrainShard:output_type -> confetti.v1.Shard
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
+	6, // 5: confetti.v1.Shards.ActivateShard:input_type -> confetti.v1.ActivateShardRequest
+	7, // 6: confetti.v1.Shards.RemoveShard:input_type -> confetti.v1.RemoveShardRequest
+	1, // 7: confetti.v1.Shards.AddShard:output_type -> confetti.v1.Shard
+	4, // 8: confetti.v1.Shards.ListShards:output_type -> confetti.v1.ListShardsResponse
+	1, // 9: confetti.v1.Shards.DrainShard:output_type -> confetti.v1.Shard
+	1, // 10: confetti.v1.Shards.ActivateShard:output_type -> confetti.v1.Shard
+	1, // 11: confetti.v1.Shards.RemoveShard:output_type -> confetti.v1.Shard
+	7, // [7:12] is the sub-list for method output_type
+	2, // [2:7] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name
@@ -447,7 +586,7 @@ func file_confetti_v1_shard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_confetti_v1_shard_proto_rawDesc), len(file_confetti_v1_shard_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

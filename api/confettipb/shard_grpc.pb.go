@@ -19,9 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Shards_AddShard_FullMethodName   = "/confetti.v1.Shards/AddShard"
-	Shards_ListShards_FullMethodName = "/confetti.v1.Shards/ListShards"
-	Shards_DrainShard_FullMethodName = "/confetti.v1.Shards/DrainShard"
+	Shards_AddShard_FullMethodName      = "/confetti.v1.Shards/AddShard"
+	Shards_ListShards_FullMethodName    = "/confetti.v1.Shards/ListShards"
+	Shards_DrainShard_FullMethodName    = "/confetti.v1.Shards/DrainShard"
+	Shards_ActivateShard_FullMethodName = "/confetti.v1.Shards/ActivateShard"
+	Shards_RemoveShard_FullMethodName   = "/confetti.v1.Shards/RemoveShard"
 )
 
 // ShardsClient is the client API for Shards service.
@@ -31,13 +33,24 @@ const (
 // Shards manages the shard registry: the etcd clusters tenants are placed
 // on. Served by the shard proxy; operator keys only.
 type ShardsClient interface {
-	// AddShard registers an etcd cluster as a shard. Adding a shard moves no
-	// existing tenant; new tenants start landing on it at once.
+	// AddShard registers an etcd cluster as a shard, after checking that its
+	// endpoints are an etcd cluster the proxy can read and write with its
+	// etcd credentials (FailedPrecondition naming the endpoint and the failed
+	// step otherwise; force registers it PENDING instead). Adding a shard
+	// moves no existing tenant; new tenants start landing on it at once.
 	AddShard(ctx context.Context, in *AddShardRequest, opts ...grpc.CallOption) (*Shard, error)
-	// ListShards lists shards with their tenant, key and byte counts.
+	// ListShards lists shards with their tenant, key and byte counts and the
+	// proxy's view of their health.
 	ListShards(ctx context.Context, in *ListShardsRequest, opts ...grpc.CallOption) (*ListShardsResponse, error)
 	// DrainShard stops placing new tenants on a shard.
 	DrainShard(ctx context.Context, in *DrainShardRequest, opts ...grpc.CallOption) (*Shard, error)
+	// ActivateShard makes a draining or pending shard active again: new
+	// tenants may land on it (while the proxy finds it healthy).
+	ActivateShard(ctx context.Context, in *ActivateShardRequest, opts ...grpc.CallOption) (*Shard, error)
+	// RemoveShard deletes a shard from the registry; a shard that holds
+	// tenants is refused with FailedPrecondition and their number. It
+	// returns the removed shard.
+	RemoveShard(ctx context.Context, in *RemoveShardRequest, opts ...grpc.CallOption) (*Shard, error)
 }
 
 type shardsClient struct {
@@ -78,6 +91,26 @@ func (c *shardsClient) DrainShard(ctx context.Context, in *DrainShardRequest, op
 	return out, nil
 }
 
+func (c *shardsClient) ActivateShard(ctx context.Context, in *ActivateShardRequest, opts ...grpc.CallOption) (*Shard, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Shard)
+	err := c.cc.Invoke(ctx, Shards_ActivateShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *shardsClient) RemoveShard(ctx context.Context, in *RemoveShardRequest, opts ...grpc.CallOption) (*Shard, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Shard)
+	err := c.cc.Invoke(ctx, Shards_RemoveShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ShardsServer is the server API for Shards service.
 // All implementations must embed UnimplementedShardsServer
 // for forward compatibility.
@@ -85,13 +118,24 @@ func (c *shardsClient) DrainShard(ctx context.Context, in *DrainShardRequest, op
 // Shards manages the shard registry: the etcd clusters tenants are placed
 // on. Served by the shard proxy; operator keys only.
 type ShardsServer interface {
-	// AddShard registers an etcd cluster as a shard. Adding a shard moves no
-	// existing tenant; new tenants start landing on it at once.
+	// AddShard registers an etcd cluster as a shard, after checking that its
+	// endpoints are an etcd cluster the proxy can read and write with its
+	// etcd credentials (FailedPrecondition naming the endpoint and the failed
+	// step otherwise; force registers it PENDING instead). Adding a shard
+	// moves no existing tenant; new tenants start landing on it at once.
 	AddShard(context.Context, *AddShardRequest) (*Shard, error)
-	// ListShards lists shards with their tenant, key and byte counts.
+	// ListShards lists shards with their tenant, key and byte counts and the
+	// proxy's view of their health.
 	ListShards(context.Context, *ListShardsRequest) (*ListShardsResponse, error)
 	// DrainShard stops placing new tenants on a shard.
 	DrainShard(context.Context, *DrainShardRequest) (*Shard, error)
+	// ActivateShard makes a draining or pending shard active again: new
+	// tenants may land on it (while the proxy finds it healthy).
+	ActivateShard(context.Context, *ActivateShardRequest) (*Shard, error)
+	// RemoveShard deletes a shard from the registry; a shard that holds
+	// tenants is refused with FailedPrecondition and their number. It
+	// returns the removed shard.
+	RemoveShard(context.Context, *RemoveShardRequest) (*Shard, error)
 	mustEmbedUnimplementedShardsServer()
 }
 
@@ -110,6 +154,12 @@ func (UnimplementedShardsServer) ListShards(context.Context, *ListShardsRequest)
 }
 func (UnimplementedShardsServer) DrainShard(context.Context, *DrainShardRequest) (*Shard, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainShard not implemented")
+}
+func (UnimplementedShardsServer) ActivateShard(context.Context, *ActivateShardRequest) (*Shard, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateShard not implemented")
+}
+func (UnimplementedShardsServer) RemoveShard(context.Context, *RemoveShardRequest) (*Shard, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveShard not implemented")
 }
 func (UnimplementedShardsServer) mustEmbedUnimplementedShardsServer() {}
 func (UnimplementedShardsServer) testEmbeddedByValue()                {}
@@ -186,6 +236,42 @@ func _Shards_DrainShard_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Shards_ActivateShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActivateShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShardsServer).ActivateShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shards_ActivateShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShardsServer).ActivateShard(ctx, req.(*ActivateShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Shards_RemoveShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShardsServer).RemoveShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shards_RemoveShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShardsServer).RemoveShard(ctx, req.(*RemoveShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Shards_ServiceDesc is the grpc.ServiceDesc for Shards service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +290,14 @@ var Shards_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainShard",
 			Handler:    _Shards_DrainShard_Handler,
+		},
+		{
+			MethodName: "ActivateShard",
+			Handler:    _Shards_ActivateShard_Handler,
+		},
+		{
+			MethodName: "RemoveShard",
+			Handler:    _Shards_RemoveShard_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -39,7 +39,7 @@ and interchangeable: a token from one is valid on all.`,
 					return roleParts{}, err
 				}
 				started := func(addrs serve.Addrs) { c.Advertise(advertiseAddr(advertise, addrs.GRPC)) }
-				return roleParts{register: c.Register, ready: cacheReady(c), drain: c.Close, started: started}, nil
+				return roleParts{register: c.Register, ready: c.Readiness, degraded: c.Unavailable, drain: c.Close, started: started}, nil
 			})
 		},
 	}
@@ -73,13 +73,4 @@ func advertiseAddr(addr, bound string) string {
 		}
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func cacheReady(c *cache.Cache) func() error {
-	return func() error {
-		if !c.Ready() {
-			return errNotSynced
-		}
-		return nil
-	}
 }

@@ -17,7 +17,9 @@ func newCacheStatusCommand(a *app) *cobra.Command {
 		Long: `Ask every --cache-endpoints node for its status. One line per node and
 shard: the revision the node has applied, etcd's current revision and the
 lag between them, the history window (tokens after history_start resume
-by replay), the events and bytes it holds, and watch restarts.`,
+by replay), the events and bytes it holds, and watch restarts. A shard the
+node cannot sync is "unavailable", with the reason in last-error: only its
+tenants are unavailable on that node.`,
 		Annotations: map[string]string{clientAnnotation: ""},
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -48,8 +50,14 @@ by replay), the events and bytes it holds, and watch restarts.`,
 					if sh.EtcdRevision > 0 {
 						lag = strconv.FormatInt(sh.EtcdRevision-sh.Revision, 10)
 					}
+					// A node gives up waiting for a shard it cannot sync
+					// (its tenants are unavailable there); last-error says
+					// why.
 					state := "synced"
-					if !sh.Synced {
+					switch {
+					case !sh.Synced && strings.Contains(sh.LastError, "unavailable on this node"):
+						state = "unavailable"
+					case !sh.Synced:
 						state = "syncing"
 					}
 					line := "  " + strings.Join([]string{

@@ -276,7 +276,8 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 			EnablePprof:   f.enablePprof,
 			Registry:      reg,
 			Logger:        lg.Named(fmt.Sprintf("cache-%d-serve", i)),
-			Ready:         cacheReady(c),
+			Ready:         c.Readiness,
+			Degraded:      c.Unavailable,
 			Drain:         c.Close,
 		})
 		if err != nil {
@@ -306,7 +307,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	if err := secrets.save(dataDir); err != nil {
 		return err
 	}
-	if err := waitCachesReady(ctx, caches); err != nil {
+	if err := waitCachesReady(ctx, lg, caches); err != nil {
 		return err
 	}
 	gw, err := a.startDevGateway(ctx, lg, layout, dataDir, proxyAddrs.GRPC, cacheAddrs, secrets.DemoKey, &stack)
@@ -423,24 +424,33 @@ func upgradeDevDemoKey(ctx context.Context, kv pb.KVClient, key, value string) e
 	return err
 }
 
-// waitCachesReady waits until every cache node has synced every shard.
-func waitCachesReady(ctx context.Context, caches []*cache.Cache) error {
+// waitCachesReady waits until every cache node is ready: it has synced
+// every shard it can reach. A shard a node cannot reach does not hold it
+// up; it is logged, and only that shard's tenants are unavailable.
+func waitCachesReady(ctx context.Context, lg *zap.Logger, caches []*cache.Cache) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		ready := true
-		for _, c := range caches {
-			ready = ready && c.Ready()
+		var errs []error
+		for i, c := range caches {
+			if err := c.Readiness(); err != nil {
+				errs = append(errs, fmt.Errorf("cache %d: %w", i, err))
+			}
 		}
-		if ready {
+		if len(errs) == 0 {
+			for i, c := range caches {
+				for _, line := range c.Unavailable() {
+					lg.Warn("cache node serves without a shard", zap.Int("cache", i), zap.String("reason", line))
+				}
+			}
 			return nil
 		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return fmt.Errorf("cache nodes not synced: %w", ctx.Err())
+			return fmt.Errorf("cache nodes not ready: %w", errors.Join(errs...))
 		}
 	}
 }

@@ -200,11 +200,20 @@ create further keys with it through the proxy ('confetti tenant key create').`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
+			metaErr := func(err error) error {
+				return fmt.Errorf("meta etcd %s: %w (check --meta-endpoints and the etcd credentials: --etcd-username with --etcd-password-file, or --etcd-cert)", strings.Join(endpoints, ","), err)
+			}
 			cli, err := clientv3.New(etcdConfig(endpoints))
 			if err != nil {
-				return fmt.Errorf("meta etcd %v: %w", endpoints, err)
+				return metaErr(err)
 			}
 			defer cli.Close()
+			// One read first: etcd refuses missing or wrong credentials
+			// and missing permissions at once, and its error is what the
+			// user needs; the store would retry it until --timeout.
+			if _, err := cli.Get(ctx, meta.Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+				return metaErr(err)
+			}
 			store, err := meta.New(cli, meta.Config{})
 			if err != nil {
 				return err

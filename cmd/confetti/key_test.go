@@ -60,8 +60,20 @@ func TestKeyBootstrapWritesAnOperatorKeyIntoMeta(t *testing.T) {
 		t.Fatalf("meta holds %+v, %v for key %s; want an operator key named ops with the secret's hash", rec, ok, k.ID)
 	}
 
-	if _, _, err := runCLI(t, "key", "bootstrap", "--meta-endpoints", ep, "--etcd-username", "confetti", "--etcd-password-file", bad, "--timeout", "5s"); err == nil {
-		t.Fatal("key bootstrap with a wrong etcd password succeeded")
+	// Wrong or missing credentials fail with etcd's own error at once, not
+	// by running out of the time --timeout allows.
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "no credentials", want: "user name is empty"},
+		{name: "wrong password", args: []string{"--etcd-username", "confetti", "--etcd-password-file", bad}, want: "authentication failed"},
+	} {
+		args := append([]string{"key", "bootstrap", "--meta-endpoints", ep, "--timeout", "10m"}, tc.args...)
+		if _, _, err := runCLI(t, args...); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "etcd credentials") || strings.Contains(err.Error(), "deadline exceeded") {
+			t.Fatalf("key bootstrap with %s: err = %v, want etcd's %q at once, with a hint, not a deadline", tc.name, err, tc.want)
+		}
 	}
 	if _, _, err := runCLI(t, "key", "bootstrap", "--meta-endpoints", ep, "--etcd-password", "x", "--etcd-password-file", good); err == nil || !strings.Contains(err.Error(), "not both") {
 		t.Fatalf("key bootstrap with two passwords: err = %v", err)

@@ -69,6 +69,8 @@ to its shard. --http-addr serves the same API as HTTP/JSON.`,
 	fs.Float64Var(&cfg.TenantRPS, "tenant-rps", d.TenantRPS, "requests per second one tenant may make on this proxy; negative: no limit")
 	fs.IntVar(&cfg.TenantBurst, "tenant-burst", 0, "requests a tenant may make at once after a quiet spell (0: twice --tenant-rps)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", d.RequestTimeout, "bound of each etcd request the proxy makes on a shard")
+	fs.DurationVar(&cfg.HealthInterval, "health-interval", d.HealthInterval, "how often the proxy checks every shard; new tenants go only to shards whose check passed within three intervals")
+	fs.DurationVar(&cfg.ShardCheckTimeout, "shard-check-timeout", d.ShardCheckTimeout, "bound of each request of a shard check (the health check, and the Status calls and probe write of 'shard add')")
 	fs.StringVar(&cfg.CacheAPIKey, "cache-api-key", "", "operator API key the proxy presents to cache nodes to read rollout state (release status, staged plans); prefer CONFETTI_CACHE_API_KEY")
 	fs.StringVar(&cacheTLS.Cert, "cache-cert", "", "client certificate for cache nodes that require one (PEM)")
 	fs.StringVar(&cacheTLS.Key, "cache-key", "", "key of --cache-cert (PEM)")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -50,6 +49,8 @@ type roleParts struct {
 	register func(*grpc.Server)
 	// ready returns nil when the role can serve, else why not.
 	ready func() error
+	// degraded, if set, lists what a ready role cannot serve now.
+	degraded func() []string
 	// drain, if set, ends the role's streams during a graceful stop.
 	drain func()
 	// gateway, when gatewayAddr is set, serves an HTTP gateway to the
@@ -117,6 +118,12 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 			}
 			return parts.ready()
 		},
+		Degraded: func() []string {
+			if parts.degraded == nil {
+				return nil
+			}
+			return parts.degraded()
+		},
 		Drain: func() {
 			if parts.drain != nil {
 				parts.drain()
@@ -159,5 +166,3 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 	}
 	return runErr
 }
-
-var errNotSynced = errors.New("cache: shards not synced yet")

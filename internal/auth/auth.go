@@ -38,13 +38,17 @@ var (
 )
 
 // Keys is the in-memory table of API key records, fed by a watch of meta.
-// *meta.Store implements it. Both methods must be safe for concurrent use
+// *meta.Store implements it. Its methods must be safe for concurrent use
 // and must not block on the network.
 type Keys interface {
 	// APIKey returns the record of the key with this id.
 	APIKey(id string) (meta.APIKey, bool)
 	// Changed returns a channel closed at the next change of the table.
 	Changed() <-chan struct{}
+	// Loaded returns nil once the table has been loaded, else an
+	// Unavailable error saying from where it is being loaded: until then
+	// no key can be told from an unknown one.
+	Loaded() error
 }
 
 var _ Keys = (*meta.Store)(nil)
@@ -144,6 +148,12 @@ func (a *Authenticator) Verify(key string) (Principal, error) {
 		return Principal{}, fmt.Errorf("%w; %s", err, howToGetAKey)
 	}
 	rec, ok := a.keys.APIKey(k.ID)
+	if !ok {
+		if err := a.keys.Loaded(); err != nil {
+			a.metrics.denied.WithLabelValues("not-loaded").Inc()
+			return Principal{}, err
+		}
+	}
 	if !ok || !matches(k.Secret, rec.SHA256) {
 		a.metrics.denied.WithLabelValues("invalid").Inc()
 		return Principal{}, fmt.Errorf("%w: key %s is unknown, revoked or has a wrong secret; %s", ErrInvalidKey, k.ID, howToGetAKey)

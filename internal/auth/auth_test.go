@@ -24,6 +24,8 @@ type fakeKeys struct {
 	mu      sync.Mutex
 	keys    map[string]meta.APIKey
 	changed chan struct{}
+	// notLoaded is what Loaded returns.
+	notLoaded error
 }
 
 func newFakeKeys() *fakeKeys {
@@ -35,6 +37,12 @@ func (f *fakeKeys) APIKey(id string) (meta.APIKey, bool) {
 	defer f.mu.Unlock()
 	k, ok := f.keys[id]
 	return k, ok
+}
+
+func (f *fakeKeys) Loaded() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.notLoaded
 }
 
 func (f *fakeKeys) Changed() <-chan struct{} {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -236,5 +237,42 @@ func waitNoStreams(t *testing.T, a *Authenticator) {
 			t.Fatalf("%d keys still have tracked streams", n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKeyTableNotLoadedIsUnavailable serves behind a meta store whose meta
+// cluster does not answer: a request with a well-formed key is told that
+// meta is not loaded yet, and from where, not that its key is invalid.
+func TestKeyTableNotLoadedIsUnavailable(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := "http://" + lis.Addr().String()
+	lis.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	st, err := meta.New(cli, meta.Config{RequestTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a, err := New(st, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, MetadataKey, k.String())
+	_, err = pb.NewCacheClient(serveEcho(t, a)).Range(ctx, &pb.RangeRequest{Tenant: "acme"})
+	if s := status.Convert(err); s.Code() != codes.Unavailable || !strings.Contains(s.Message(), "meta not loaded yet from "+ep) {
+		t.Fatalf("request before meta is loaded: %v %q, want Unavailable saying meta is not loaded yet from %s", s.Code(), s.Message(), ep)
 	}
 }

@@ -9,8 +9,9 @@ import (
 // metrics are the Authenticator's Prometheus collectors.
 type metrics struct {
 	// denied counts refused requests by reason: missing, invalid (a
-	// malformed, unknown, revoked or wrong key), role, tenant, check (a
-	// method's own condition) and no-policy.
+	// malformed, unknown, revoked or wrong key), not-loaded (the key table
+	// is not loaded from meta yet), role, tenant, check (a method's own
+	// condition) and no-policy.
 	denied *prometheus.CounterVec
 }
 

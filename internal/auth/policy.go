@@ -53,9 +53,11 @@ var policies = map[string]rule{
 	pb.Tenants_ListAPIKeys_FullMethodName:  tenantAdmin,
 	pb.Tenants_RevokeAPIKey_FullMethodName: {role: meta.RoleAdmin, check: checkRevokeKey},
 
-	pb.Shards_AddShard_FullMethodName:   operatorOnly,
-	pb.Shards_ListShards_FullMethodName: operatorOnly,
-	pb.Shards_DrainShard_FullMethodName: operatorOnly,
+	pb.Shards_AddShard_FullMethodName:      operatorOnly,
+	pb.Shards_ListShards_FullMethodName:    operatorOnly,
+	pb.Shards_DrainShard_FullMethodName:    operatorOnly,
+	pb.Shards_ActivateShard_FullMethodName: operatorOnly,
+	pb.Shards_RemoveShard_FullMethodName:   operatorOnly,
 
 	pb.KV_Range_FullMethodName:       tenantReader,
 	pb.KV_Put_FullMethodName:         tenantWriter,

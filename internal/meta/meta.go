@@ -41,6 +41,16 @@ var (
 	ErrShardExists = rpcerr.New(codes.AlreadyExists, "meta: shard already exists")
 	// ErrNoShard is returned when no active shard can take a tenant.
 	ErrNoShard = rpcerr.New(codes.FailedPrecondition, "meta: no active shard")
+	// ErrNoHealthyShard is returned when active shards exist but the
+	// caller's check (the proxy's health view) refused every one of them.
+	ErrNoHealthyShard = rpcerr.New(codes.Unavailable, "meta: no healthy shard")
+	// ErrShardNotEmpty is returned when removing a shard that still holds
+	// tenants.
+	ErrShardNotEmpty = rpcerr.New(codes.FailedPrecondition, "meta: shard holds tenants")
+	// ErrShardUnreachable is returned when a client of a shard cannot be
+	// created: with etcd credentials, creating one authenticates, which
+	// needs the shard to answer.
+	ErrShardUnreachable = rpcerr.New(codes.Unavailable, "meta: shard unreachable")
 	// ErrUnavailable is returned when the meta cluster cannot be reached.
 	ErrUnavailable = rpcerr.New(codes.Unavailable, "meta: meta cluster unavailable")
 	// ErrInvalid is returned for a malformed shard record.
@@ -51,9 +61,25 @@ var (
 type ShardState string
 
 const (
-	ShardActive   ShardState = "active"
+	// ShardActive shards take new tenants (while their proxy finds them
+	// healthy).
+	ShardActive ShardState = "active"
+	// ShardDraining shards keep their tenants but take no new ones.
 	ShardDraining ShardState = "draining"
+	// ShardPending shards were registered although their endpoints failed
+	// the check (shard add --force); they take no tenant until a proxy's
+	// check passes, which makes them active, or an operator activates
+	// them.
+	ShardPending ShardState = "pending"
 )
+
+func (s ShardState) valid() bool {
+	switch s {
+	case ShardActive, ShardDraining, ShardPending:
+		return true
+	}
+	return false
+}
 
 // Shard is a registered etcd cluster.
 type Shard struct {
@@ -118,6 +144,9 @@ type Store struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	lookups   singleflight.Group
+	// loadErr is why the last listing of meta failed, nil once one
+	// succeeded; guarded by mu.
+	loadErr error
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -167,14 +196,37 @@ func (s *Store) Close() {
 	s.wg.Wait()
 }
 
-// WaitReady waits until the store has loaded meta once.
+// WaitReady waits until the store has loaded meta once. Its error names
+// the meta endpoints and the last error of the listing.
 func (s *Store) WaitReady(ctx context.Context) error {
 	select {
 	case <-s.ready:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: meta not loaded: %w", ErrUnavailable, ctx.Err())
+		return fmt.Errorf("%w: meta not loaded from %s: %w%s", ErrUnavailable, strings.Join(s.cli.Endpoints(), ","), ctx.Err(), s.lastLoadError())
 	}
+}
+
+// Loaded returns nil once the store has loaded meta, else an Unavailable
+// error saying that meta is not loaded yet, from which endpoints, and why
+// the last attempt failed. Callers that answer from the store's memory
+// (API keys, placement) return it instead of "not found" while it is not
+// nil.
+func (s *Store) Loaded() error {
+	if s.Ready() {
+		return nil
+	}
+	return fmt.Errorf("%w: meta not loaded yet from %s%s; retry shortly", ErrUnavailable, strings.Join(s.cli.Endpoints(), ","), s.lastLoadError())
+}
+
+// lastLoadError is ", last error: ..." for a failed listing, else "".
+func (s *Store) lastLoadError() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.loadErr == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (last error: %v)", s.loadErr)
 }
 
 // Ready reports whether the store has loaded meta once.
@@ -285,6 +337,9 @@ func (s *Store) AddShard(ctx context.Context, sh Shard) (Shard, error) {
 	if sh.State == "" {
 		sh.State = ShardActive
 	}
+	if !sh.State.valid() {
+		return Shard{}, fmt.Errorf("%w: shard %q state %q must be %q, %q or %q", ErrInvalid, sh.ID, sh.State, ShardActive, ShardDraining, ShardPending)
+	}
 	b, err := json.Marshal(sh)
 	if err != nil {
 		return Shard{}, err
@@ -313,13 +368,25 @@ func (s *Store) AddShard(ctx context.Context, sh Shard) (Shard, error) {
 	return cur, nil
 }
 
-// SetShardState changes a shard's state (draining shards keep their
-// tenants but take no new ones) with a compare-and-swap on the record, so
-// a concurrent change of the shard is never overwritten.
+// SetShardState changes a shard's state (draining and pending shards keep
+// their tenants but take no new ones) with a compare-and-swap on the
+// record, so a concurrent change of the shard is never overwritten.
 func (s *Store) SetShardState(ctx context.Context, id string, state ShardState) (Shard, error) {
 	if state != ShardActive && state != ShardDraining {
 		return Shard{}, fmt.Errorf("%w: shard state %q must be %q or %q", ErrInvalid, state, ShardActive, ShardDraining)
 	}
+	return s.setShardState(ctx, id, state, nil)
+}
+
+// ActivatePending makes a pending shard active, and returns a shard in
+// any other state unchanged (an operator's drain is never undone by it).
+func (s *Store) ActivatePending(ctx context.Context, id string) (Shard, error) {
+	return s.setShardState(ctx, id, ShardActive, func(cur ShardState) bool { return cur == ShardPending })
+}
+
+// setShardState sets a shard's state if from is nil or accepts its
+// current state.
+func (s *Store) setShardState(ctx context.Context, id string, state ShardState, from func(ShardState) bool) (Shard, error) {
 	key := shardsPrefix + id
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
@@ -335,7 +402,7 @@ func (s *Store) SetShardState(ctx context.Context, id string, state ShardState) 
 		if err := json.Unmarshal(resp.Kvs[0].Value, &sh); err != nil {
 			return Shard{}, fmt.Errorf("meta: decode shard %q: %w", id, err)
 		}
-		if sh.State == state {
+		if sh.State == state || (from != nil && !from(sh.State)) {
 			return sh, nil
 		}
 		sh.State = state
@@ -356,24 +423,154 @@ func (s *Store) SetShardState(ctx context.Context, id string, state ShardState) 
 	}
 }
 
+// RemoveShard deletes a shard from the registry. A shard that holds
+// tenants is refused with ErrShardNotEmpty and their number. The deletion
+// is a transaction that requires the shard record and every placement
+// record unchanged since the revision the count was taken at, so a tenant
+// placed on the shard meanwhile makes it count again rather than be left
+// on a shard that no longer exists.
+func (s *Store) RemoveShard(ctx context.Context, id string) (Shard, error) {
+	if err := keys.ValidName("shard", id); err != nil {
+		return Shard{}, err
+	}
+	key := shardsPrefix + id
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	for {
+		s.mu.RLock()
+		sh, ok := s.shards[id]
+		n := 0
+		for _, t := range s.tenants {
+			if t.Shard == id {
+				n++
+			}
+		}
+		rev := s.rev
+		s.mu.RUnlock()
+		if !ok {
+			return Shard{}, fmt.Errorf("%w: %q (list shards with `confetti shard list`)", ErrShardNotFound, id)
+		}
+		if n > 0 {
+			plural := "s"
+			if n == 1 {
+				plural = ""
+			}
+			return sh, fmt.Errorf("%w: shard %s holds %d tenant%s; it can be removed once none is left on it (`confetti shard drain %s` stops new ones from landing there)", ErrShardNotEmpty, id, n, plural, id)
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(
+				clientv3.Compare(clientv3.CreateRevision(key), ">", 0),
+				clientv3.Compare(clientv3.ModRevision(key), "<", rev+1),
+				clientv3.Compare(clientv3.ModRevision(tenantsPrefix), "<", rev+1).WithPrefix(),
+			).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if err != nil {
+			return Shard{}, fmt.Errorf("%w: remove shard %q: %w", ErrUnavailable, id, err)
+		}
+		// Done, or meta changed after rev: look again once the watch has
+		// caught up with it.
+		if err := s.waitRevision(ctx, resp.Header.Revision); err != nil {
+			return Shard{}, err
+		}
+		if resp.Succeeded {
+			return sh, nil
+		}
+	}
+}
+
+// PlaceOption changes how CreateTenant chooses a shard.
+type PlaceOption func(*placeOptions)
+
+type placeOptions struct {
+	check func(Shard) error
+}
+
+// WithShardCheck makes CreateTenant skip every active shard for which
+// check returns an error (the shard proxy passes its health view). When it
+// skips them all, CreateTenant fails with ErrNoHealthyShard and every
+// shard's error. check must not block for long.
+func WithShardCheck(check func(Shard) error) PlaceOption {
+	return func(o *placeOptions) { o.check = check }
+}
+
 // CreateTenant places a new tenant: rendezvous hashing over the active
-// shards proposes, the bounded-load cap filters, and a create-only
-// transaction records the choice. When two proxies create the same tenant at
-// once, one transaction wins and both return its placement; created is true
-// only for the winner. Creating an existing tenant returns it with
-// ErrTenantExists.
-func (s *Store) CreateTenant(ctx context.Context, name string) (t Tenant, created bool, err error) {
+// shards (that pass WithShardCheck, if given) proposes, the bounded-load
+// cap filters, and a create-only transaction records the choice, provided
+// the chosen shard is still registered. When two proxies create the same
+// tenant at once, one transaction wins and both return its placement;
+// created is true only for the winner. Creating an existing tenant returns
+// it with ErrTenantExists.
+func (s *Store) CreateTenant(ctx context.Context, name string, opts ...PlaceOption) (t Tenant, created bool, err error) {
 	if err := keys.ValidName("tenant", name); err != nil {
 		return Tenant{}, false, err
 	}
-	if t, ok := s.Tenant(name); ok {
-		return t, false, fmt.Errorf("%w: %q is on shard %s", ErrTenantExists, name, t.Shard)
+	if err := s.Loaded(); err != nil {
+		// An empty registry would read as "no shard".
+		return Tenant{}, false, err
 	}
+	var o placeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	// gone are shards found removed from meta while memory still lists
+	// them.
+	gone := map[string]bool{}
+	for {
+		if t, ok := s.Tenant(name); ok {
+			return t, false, fmt.Errorf("%w: %q is on shard %s", ErrTenantExists, name, t.Shard)
+		}
+		shard, err := s.propose(name, o, gone)
+		if err != nil {
+			return Tenant{}, false, err
+		}
+		t = Tenant{Name: name, Shard: shard, Epoch: 1, State: TenantActive, CreateTime: time.Now().Unix()}
+		b, err := json.Marshal(t)
+		if err != nil {
+			return Tenant{}, false, err
+		}
+		key, shardKey := tenantsPrefix+name, shardsPrefix+shard
+		resp, err := s.cli.Txn(ctx).
+			If(
+				clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(shardKey), ">", 0),
+			).
+			Then(clientv3.OpPut(key, string(b))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return Tenant{}, false, fmt.Errorf("%w: create tenant %q: %w", ErrUnavailable, name, err)
+		}
+		if resp.Succeeded {
+			return t, true, s.waitRevision(ctx, resp.Header.Revision)
+		}
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			var cur Tenant
+			if err := json.Unmarshal(kvs[0].Value, &cur); err != nil {
+				return Tenant{}, false, fmt.Errorf("meta: decode tenant %q: %w", name, err)
+			}
+			return cur, false, fmt.Errorf("%w: %q is on shard %s", ErrTenantExists, name, cur.Shard)
+		}
+		// The shard was removed meanwhile: propose again without it.
+		gone[shard] = true
+	}
+}
+
+// propose picks a shard for a new tenant from memory.
+func (s *Store) propose(name string, o placeOptions, gone map[string]bool) (string, error) {
 	s.mu.RLock()
-	var candidates []Shard
+	var active []Shard
+	others := 0
 	for _, sh := range s.shards {
+		if gone[sh.ID] {
+			continue
+		}
 		if sh.State == ShardActive {
-			candidates = append(candidates, sh)
+			active = append(active, sh)
+		} else {
+			others++
 		}
 	}
 	counts := make(map[string]int, len(s.shards))
@@ -381,34 +578,26 @@ func (s *Store) CreateTenant(ctx context.Context, name string) (t Tenant, create
 		counts[t.Shard]++
 	}
 	s.mu.RUnlock()
-	shard, err := Place(name, candidates, counts, s.cfg.LoadFactor)
-	if err != nil {
-		return Tenant{}, false, err
+	if len(active) == 0 && others > 0 {
+		return "", fmt.Errorf("%w: every shard is draining or pending; make one active with `confetti shard activate ID` (see `confetti shard list`), or register one with `confetti shard add`", ErrNoShard)
 	}
-	t = Tenant{Name: name, Shard: shard, Epoch: 1, State: TenantActive, CreateTime: time.Now().Unix()}
-	b, err := json.Marshal(t)
-	if err != nil {
-		return Tenant{}, false, err
-	}
-	key := tenantsPrefix + name
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(b))).
-		Else(clientv3.OpGet(key)).
-		Commit()
-	if err != nil {
-		return Tenant{}, false, fmt.Errorf("%w: create tenant %q: %w", ErrUnavailable, name, err)
-	}
-	if !resp.Succeeded {
-		var cur Tenant
-		if err := json.Unmarshal(resp.Responses[0].GetResponseRange().Kvs[0].Value, &cur); err != nil {
-			return Tenant{}, false, fmt.Errorf("meta: decode tenant %q: %w", name, err)
+	candidates := active
+	if o.check != nil && len(active) > 0 {
+		slices.SortFunc(active, func(a, b Shard) int { return strings.Compare(a.ID, b.ID) })
+		candidates = nil
+		var refused []string
+		for _, sh := range active {
+			if err := o.check(sh); err != nil {
+				refused = append(refused, fmt.Sprintf("%s: %v", sh.ID, err))
+				continue
+			}
+			candidates = append(candidates, sh)
 		}
-		return cur, false, fmt.Errorf("%w: %q is on shard %s", ErrTenantExists, name, cur.Shard)
+		if len(candidates) == 0 {
+			return "", fmt.Errorf("%w: tenant %q cannot be placed now: %s; retry once a shard is back (`confetti shard list` shows each shard's health)", ErrNoHealthyShard, name, strings.Join(refused, "; "))
+		}
 	}
-	return t, true, s.waitRevision(ctx, resp.Header.Revision)
+	return Place(name, candidates, counts, s.cfg.LoadFactor)
 }
 
 // TokenKey returns the cluster-wide secret that signs resume tokens,
@@ -480,6 +669,9 @@ func (s *Store) list() (int64, error) {
 	defer cancel()
 	resp, err := s.cli.Get(ctx, Prefix, clientv3.WithPrefix())
 	if err != nil {
+		s.mu.Lock()
+		s.loadErr = err
+		s.mu.Unlock()
 		return 0, err
 	}
 	shards := map[string]Shard{}
@@ -492,6 +684,7 @@ func (s *Store) list() (int64, error) {
 	s.mu.Lock()
 	s.shards, s.tenants, s.apiKeys, s.caches = shards, tenants, apiKeys, caches
 	s.rev = resp.Header.Revision
+	s.loadErr = nil
 	s.notifyLocked()
 	s.mu.Unlock()
 	s.readyOnce.Do(func() { close(s.ready) })

@@ -66,6 +66,11 @@ type Options struct {
 	// error saying why not. Nil means always ready. It must be cheap and
 	// safe for concurrent use.
 	Ready func() error `yaml:"-"`
+	// Degraded, when set, lists the parts of a ready role that cannot
+	// serve now (a cache node's unreachable shard), one line each: /readyz
+	// still answers 200, with "ok" and then the lines. Nil means none. It
+	// must be cheap and safe for concurrent use.
+	Degraded func() []string `yaml:"-"`
 	// Drain, when set, is called once by Stop after the server has stopped
 	// accepting RPCs, while Stop waits for running ones to finish. Roles
 	// whose streams never end by themselves (cache subscriptions) end them
@@ -350,6 +355,11 @@ func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+	if s.opts.Degraded != nil {
+		for _, line := range s.opts.Degraded() {
+			fmt.Fprintf(w, "degraded: %s\n", line)
+		}
+	}
 }
 
 // watchReady keeps the gRPC health status in step with Ready.

@@ -125,6 +125,7 @@ func TestReadinessDrivesReadyzAndGRPCHealth(t *testing.T) {
 			}
 			return nil
 		},
+		Degraded: func() []string { return []string{"shard s9 is unreachable"} },
 	})
 	base := "http://" + addrs.Metrics
 
@@ -170,8 +171,8 @@ func TestReadinessDrivesReadyzAndGRPCHealth(t *testing.T) {
 		t.Fatalf("watched status after ready = %v, want SERVING", next.Status)
 	}
 	code, body = httpGet(t, base+"/readyz")
-	if code != http.StatusOK {
-		t.Fatalf("/readyz when ready = %d %q, want 200", code, body)
+	if code != http.StatusOK || body != "ok\ndegraded: shard s9 is unreachable\n" {
+		t.Fatalf("/readyz when ready = %d %q, want 200, ok and the degraded part", code, body)
 	}
 	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "test.Hold"})
 	if err != nil {
