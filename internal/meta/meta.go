@@ -579,7 +579,7 @@ func (s *Store) propose(name string, o placeOptions, gone map[string]bool) (stri
 	}
 	s.mu.RUnlock()
 	if len(active) == 0 && others > 0 {
-		return "", fmt.Errorf("%w: every shard is draining or pending; make one active with `confetti shard activate ID` (see `confetti shard list`), or register one with `confetti shard add`", ErrNoShard)
+		return "", fmt.Errorf("%w: every shard is draining or pending; make one active with `confetti shard activate ID` (see `confetti shard list`), or register one with `confetti shard add ID --etcd-endpoints URL`", ErrNoShard)
 	}
 	candidates := active
 	if o.check != nil && len(active) > 0 {

@@ -24,7 +24,7 @@ import (
 // that the bounded-load cap needs, hence this function.
 func Place(tenant string, shards []Shard, counts map[string]int, loadFactor float64) (string, error) {
 	if len(shards) == 0 {
-		return "", fmt.Errorf("%w: register a shard with `confetti shard add ID --endpoints URL` first", ErrNoShard)
+		return "", fmt.Errorf("%w: register a shard with `confetti shard add ID --etcd-endpoints URL` first", ErrNoShard)
 	}
 	ranked := Rank(tenant, shards)
 	var total int
