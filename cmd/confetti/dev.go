@@ -20,6 +20,7 @@ import (
 	"github.com/confetti-io/confetti/cache"
 	"github.com/confetti-io/confetti/internal/clientconfig"
 	"github.com/confetti-io/confetti/internal/embedetcd"
+	"github.com/confetti-io/confetti/internal/etcdauth"
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/internal/serve"
 	"github.com/confetti-io/confetti/internal/tlsconfig"
@@ -174,7 +175,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 		return err
 	}
 	metaCluster := clusters[0]
-	metaCli, err := metaCluster.Client()
+	metaCli, err := etcdauth.New(secrets.etcdConfig(metaCluster.Endpoints()))
 	if err != nil {
 		return err
 	}

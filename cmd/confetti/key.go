@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/auth"
+	"github.com/confetti-io/confetti/internal/etcdauth"
 	"github.com/confetti-io/confetti/internal/meta"
 )
 
@@ -203,7 +204,7 @@ create further keys with it through the proxy ('confetti tenant key create').`,
 			metaErr := func(err error) error {
 				return fmt.Errorf("meta etcd %s: %w (check --meta-endpoints and the etcd credentials: --etcd-username with --etcd-password-file, or --etcd-cert)", strings.Join(endpoints, ","), err)
 			}
-			cli, err := clientv3.New(etcdConfig(endpoints))
+			cli, err := etcdauth.New(etcdConfig(endpoints))
 			if err != nil {
 				return metaErr(err)
 			}

@@ -8,11 +8,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/confetti-io/confetti/internal/buildinfo"
+	"github.com/confetti-io/confetti/internal/etcdauth"
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/internal/serve"
 )
@@ -86,7 +86,7 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 	if err != nil {
 		return err
 	}
-	metaCli, err := clientv3.New(etcdConfig(f.metaEndpoints))
+	metaCli, err := etcdauth.New(etcdConfig(f.metaEndpoints))
 	if err != nil {
 		return fmt.Errorf("meta etcd %v: %w", f.metaEndpoints, err)
 	}

@@ -9,6 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/confetti-io/confetti/internal/etcdauth"
 )
 
 // redialAfter is how long Clients answers a shard's failed dial with its
@@ -112,7 +114,7 @@ func (c *Clients) Get(shardID string) (*clientv3.Client, error) {
 	c.dials[shardID] = d
 	c.mu.Unlock()
 
-	cli, err := clientv3.New(c.config(sh.Endpoints))
+	cli, err := etcdauth.New(c.config(sh.Endpoints))
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -135,7 +137,7 @@ func (c *Clients) Get(shardID string) (*clientv3.Client, error) {
 // (credentials, TLS), for an etcd cluster that is not a shard yet, such as
 // one being checked before it is registered. The caller closes it.
 func (c *Clients) Dial(endpoints []string) (*clientv3.Client, error) {
-	return clientv3.New(c.config(endpoints))
+	return etcdauth.New(c.config(endpoints))
 }
 
 // Prune closes the clients of shards no longer in the registry.
