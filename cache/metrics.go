@@ -10,6 +10,7 @@ type metrics struct {
 	bytesOut      prometheus.Counter
 	messagesOut   prometheus.Counter
 	watchRestarts *prometheus.CounterVec
+	relists       *prometheus.CounterVec
 	revision      *prometheus.GaugeVec
 	synced        *prometheus.GaugeVec
 	historyEvents *prometheus.GaugeVec
@@ -49,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "confetti", Subsystem: "cache", Name: "watch_restarts_total",
 			Help: "Shard watches restarted (compaction, cancellation, stall, error).",
 		}, []string{"shard"}),
+		relists: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "confetti", Subsystem: "cache", Name: "shard_relists_total",
+			Help: "Listings of a synced shard, made when etcd's history no longer covered the node's revision; subscribers get the difference instead of etcd's transactions.",
+		}, []string{"shard"}),
 		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "confetti", Subsystem: "cache", Name: "shard_revision",
 			Help: "Last revision applied per shard.",
@@ -80,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.messagesOut, m.watchRestarts, m.revision, m.synced, m.historyEvents, m.groups, m.resetEncodes, m.lagging, m.fanoutLatency)
+		reg.MustRegister(m.subscribers, m.resets, m.eventsIn, m.eventsOut, m.bytesOut, m.messagesOut, m.watchRestarts, m.relists, m.revision, m.synced, m.historyEvents, m.groups, m.resetEncodes, m.lagging, m.fanoutLatency)
 	}
 	return m
 }

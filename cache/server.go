@@ -111,7 +111,7 @@ func (c *Cache) Status(ctx context.Context, _ *confettipb.CacheStatusRequest) (*
 		ss := &confettipb.ShardStatus{Shard: sh.ID, Endpoints: sh.Endpoints}
 		if st := c.shard(sh.ID); st != nil {
 			st.mu.RLock()
-			ss.Revision, ss.Synced, ss.WatchRestarts, ss.LastError = st.rev, st.synced, st.restarts, st.lastErr
+			ss.Revision, ss.Synced, ss.WatchRestarts, ss.Relists, ss.LastError = st.rev, st.synced, st.restarts, st.relists, st.lastErr
 			ss.Tenants = int64(len(st.tenants))
 			for _, t := range st.tenants {
 				ss.Keys += int64(t.Len())

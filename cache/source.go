@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -48,9 +49,12 @@ type Source interface {
 
 // etcdSource lists a shard's tenant keys at revision R, then watches from
 // R+1 (from earlier, once, to backfill history), with progress
-// notifications and require-leader. It relists on compaction, on
-// cancellation and when the stream stalls: no response for stallAfter
-// although progress was requested.
+// notifications and require-leader. A watch that breaks (an error, a
+// cancellation, or a stall: no response for stall although progress was
+// requested) is watched again from the revision the sink has, so that the
+// sink gets etcd's real transactions; it lists again only when etcd's
+// history no longer covers that revision (compaction), or when the watch
+// broke before the first backfill ended.
 type etcdSource struct {
 	cli       *clientv3.Client
 	shard     string
@@ -61,29 +65,52 @@ type etcdSource struct {
 	listLimit int64
 
 	backfilled bool
+	// delivered is the revision the sink has: the last transaction or
+	// progress given to it.
+	delivered int64
+	// progressing is set while a progress request is under way.
+	progressing atomic.Bool
 }
 
 var _ Source = (*etcdSource)(nil)
 
-var errStalled = errors.New("cache: watch stalled")
+var (
+	errStalled   = errors.New("cache: watch stalled")
+	errCompacted = errors.New("cache: revision compacted")
+)
 
 func (s *etcdSource) Run(ctx context.Context, sink Sink) error {
 	backoff := 50 * time.Millisecond
+	relist := true
 	for ctx.Err() == nil {
-		rev, err := s.list(ctx, sink)
-		if err == nil {
-			backoff = 50 * time.Millisecond
-			from := rev + 1
-			if !s.backfilled {
-				from = max(1, rev-s.backfill+1)
+		var err error
+		if relist {
+			var rev int64
+			if rev, err = s.list(ctx, sink); err == nil {
+				backoff = 50 * time.Millisecond
+				from := rev + 1
+				if !s.backfilled {
+					from = max(1, rev-s.backfill+1)
+				}
+				s.delivered = rev
+				err = s.watch(ctx, sink, rev, from)
 			}
-			err = s.watch(ctx, sink, rev, from)
+		} else {
+			began := time.Now()
+			err = s.watch(ctx, sink, s.delivered, s.delivered+1)
+			if time.Since(began) > s.stall {
+				backoff = 50 * time.Millisecond
+			}
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		// Resuming at the sink's revision keeps etcd's transactions;
+		// only history that is gone, or a first sync that never
+		// finished, needs a listing.
+		relist = !s.backfilled || errors.Is(err, errCompacted)
 		sink.Restarted(err)
-		s.lg.Warn("shard watch restarting", zap.String("shard", s.shard), zap.Error(err), zap.Duration("backoff", backoff))
+		s.lg.Warn("shard watch restarting", zap.String("shard", s.shard), zap.Error(err), zap.Bool("relist", relist), zap.Duration("backoff", backoff))
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -160,31 +187,28 @@ func (s *etcdSource) watch(ctx context.Context, sink Sink, listed, from int64) e
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-backfillTick:
-			if err := s.cli.RequestProgress(wctx); err != nil {
-				s.lg.Debug("request progress", zap.String("shard", s.shard), zap.Error(err))
-			}
+			s.requestProgress(wctx)
 		case <-tick.C:
 			if time.Since(lastResp) > s.stall {
-				return errStalled
+				return fmt.Errorf("%w: no answer from shard %s for %s", errStalled, s.shard, time.Since(lastResp).Round(time.Millisecond))
 			}
 			// Ask for a bookmark: it both advances idle subscribers and
 			// proves the stream alive.
-			if err := s.cli.RequestProgress(wctx); err != nil {
-				s.lg.Debug("request progress", zap.String("shard", s.shard), zap.Error(err))
-			}
+			s.requestProgress(wctx)
 		case wr, ok := <-wch:
 			if !ok {
 				return fmt.Errorf("watch of shard %s closed", s.shard)
 			}
 			lastResp = time.Now()
-			if wr.CompactRevision != 0 && backfilling {
-				// History before the compaction is gone: backfill from
-				// the compaction revision instead, or, if even the
-				// listing's revision is compacted, list again.
-				cancel()
-				if wr.CompactRevision > listed+1 {
-					return fmt.Errorf("watch of shard %s: compacted at %d past listing %d", s.shard, wr.CompactRevision, listed)
+			if wr.CompactRevision != 0 {
+				if !backfilling || wr.CompactRevision > listed+1 {
+					// What the sink has is no longer in etcd's
+					// history: only a listing catches it up.
+					return fmt.Errorf("%w: watch of shard %s from %d: compacted at %d", errCompacted, s.shard, from, wr.CompactRevision)
 				}
+				// History before the compaction is gone: backfill from
+				// the compaction revision instead.
+				cancel()
 				return s.watch(ctx, sink, listed, wr.CompactRevision)
 			}
 			if err := wr.Err(); err != nil {
@@ -198,6 +222,7 @@ func (s *etcdSource) watch(ctx context.Context, sink Sink, listed, from int64) e
 					finishBackfill()
 				}
 				sink.Progress(wr.Header.Revision)
+				s.delivered = max(s.delivered, wr.Header.Revision)
 				continue
 			}
 			txns := groupByRevision(wr.Events)
@@ -214,9 +239,28 @@ func (s *etcdSource) watch(ctx context.Context, sink Sink, listed, from int64) e
 			if len(live) > 0 {
 				finishBackfill()
 				sink.Apply(live)
+				s.delivered = live[len(live)-1].Rev
 			}
 		}
 	}
+}
+
+// requestProgress asks etcd for a bookmark without waiting for the answer:
+// clientv3 holds the call until the watch stream is up, which must never
+// keep the watch loop from noticing a stall. At most one request is under
+// way.
+func (s *etcdSource) requestProgress(ctx context.Context) {
+	if !s.progressing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.progressing.Store(false)
+		rctx, cancel := context.WithTimeout(ctx, s.stall)
+		defer cancel()
+		if err := s.cli.RequestProgress(rctx); err != nil {
+			s.lg.Debug("request progress", zap.String("shard", s.shard), zap.Error(err))
+		}
+	}()
 }
 
 // groupByRevision splits a watch response into transactions. etcd never

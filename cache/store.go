@@ -51,6 +51,7 @@ type shardState struct {
 
 	// Status counters, guarded by mu.
 	restarts int64
+	relists  int64
 	lastErr  string
 }
 
@@ -108,6 +109,8 @@ func (s *shardState) Snapshot(rev int64, kvs []*mvccpb.KeyValue) {
 		// dropped; the source will list again.
 		return
 	}
+	s.relists++
+	s.metrics.relists.WithLabelValues(s.id).Inc()
 	d := txn{rev: rev}
 	// change is the release change of a differing key, nil for others.
 	change := func(tenant, key string) *cfgChange {

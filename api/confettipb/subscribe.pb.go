@@ -906,6 +906,11 @@ type ShardStatus struct {
 	Tenants       int64  `protobuf:"varint,10,opt,name=tenants,proto3" json:"tenants,omitempty"`
 	Keys          int64  `protobuf:"varint,11,opt,name=keys,proto3" json:"keys,omitempty"`
 	LastError     string `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// relists counts listings of the synced shard: a watch resumes at the
+	// node's revision, so only history etcd no longer holds (compaction)
+	// makes the node list again and send differences instead of etcd's
+	// transactions.
+	Relists       int64 `protobuf:"varint,13,opt,name=relists,proto3" json:"relists,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1022,6 +1027,13 @@ func (x *ShardStatus) GetLastError() string {
 		return x.LastError
 	}
 	return ""
+}
+
+func (x *ShardStatus) GetRelists() int64 {
+	if x != nil {
+		return x.Relists
+	}
+	return 0
 }
 
 type CacheStatusResponse struct {
@@ -1339,7 +1351,7 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x04txns\x18\x01 \x03(\v2\x10.confetti.v1.TxnR\x04txnsJ\x04\b\x02\x10\x03R\x05token\" \n" +
 	"\bProgress\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x14\n" +
-	"\x12CacheStatusRequest\"\xff\x02\n" +
+	"\x12CacheStatusRequest\"\x99\x03\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12\x1a\n" +
@@ -1354,7 +1366,8 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	" \x01(\x03R\atenants\x12\x12\n" +
 	"\x04keys\x18\v \x01(\x03R\x04keys\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\f \x01(\tR\tlastError\"}\n" +
+	"last_error\x18\f \x01(\tR\tlastError\x12\x18\n" +
+	"\arelists\x18\r \x01(\x03R\arelists\"}\n" +
 	"\x13CacheStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
 	"\x06shards\x18\x02 \x03(\v2\x18.confetti.v1.ShardStatusR\x06shards\x12 \n" +

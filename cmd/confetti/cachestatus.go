@@ -65,7 +65,7 @@ tenants are unavailable on that node.`,
 						"rev=" + strconv.FormatInt(sh.Revision, 10), "etcd=" + strconv.FormatInt(sh.EtcdRevision, 10), "lag=" + lag,
 						"history=(" + strconv.FormatInt(sh.HistoryStart, 10) + "," + strconv.FormatInt(sh.Revision, 10) + "]",
 						"events=" + strconv.FormatInt(sh.HistoryEvents, 10), "bytes=" + strconv.FormatInt(sh.HistoryBytes, 10),
-						"tenants=" + strconv.FormatInt(sh.Tenants, 10), "keys=" + strconv.FormatInt(sh.Keys, 10), "restarts=" + strconv.FormatInt(sh.WatchRestarts, 10),
+						"tenants=" + strconv.FormatInt(sh.Tenants, 10), "keys=" + strconv.FormatInt(sh.Keys, 10), "restarts=" + strconv.FormatInt(sh.WatchRestarts, 10), "relists=" + strconv.FormatInt(sh.Relists, 10),
 					}, " ")
 					if sh.LastError != "" {
 						line += " last-error=" + sh.LastError
