@@ -38,9 +38,12 @@ type Config struct {
 	// HistoryMaxBytes bounds each shard's history ring by bytes; zero
 	// means 64 MiB.
 	HistoryMaxBytes int64
-	// ProgressInterval is how often an idle subscriber whose token can
-	// advance gets a Progress bookmark, and how often the node asks etcd for
-	// watch progress; zero means 5 seconds. The contract is at most 10.
+	// ProgressInterval is how long, at most, a subscriber goes without a
+	// message: an idle one gets a Progress bookmark every interval, which
+	// clients also take as the sign the node is alive (a stream's
+	// response header says the interval, see wire.BookmarkIntervalHeader).
+	// It is also how often the node asks etcd for watch progress. Zero
+	// means 2 seconds; the contract is at most 10.
 	ProgressInterval time.Duration
 	// StallTimeout restarts a shard watch that answered nothing, not even
 	// progress, for this long; zero means 4 progress intervals.
@@ -88,7 +91,7 @@ func (c *Config) setDefaults() error {
 		c.HistoryMaxBytes = 64 << 20
 	}
 	if c.ProgressInterval == 0 {
-		c.ProgressInterval = 5 * time.Second
+		c.ProgressInterval = 2 * time.Second
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 4 * c.ProgressInterval

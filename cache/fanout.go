@@ -43,6 +43,8 @@ type group struct {
 	size    int
 	wake    chan struct{}
 	sentRev int64
+	// sentAt is when the group last queued a message to its members.
+	sentAt time.Time
 	// to and direct are member lists of one queueing, reused under mu.
 	to, direct []*member
 
@@ -295,6 +297,7 @@ func (g *group) dispatch() {
 		}
 	}
 	g.sentRev = max(g.sentRev, last)
+	g.sentAt = time.Now()
 	g.mu.Unlock()
 	now := time.Now()
 	for _, p := range batch {
@@ -403,12 +406,16 @@ func (g *group) encodeMove(mv *move) (*outMsg, error) {
 	return msg, nil
 }
 
-// bookmark sends a Progress when the shard moved past what the group last
-// sent and nothing is pending for it.
+// bookmark sends a Progress when nothing is pending for the group and the
+// shard moved past what the group last sent, or the group sent nothing for
+// half an interval: checked every interval, members hear from the node at
+// most an interval and a half apart (the liveness signal clients rely on),
+// even from an idle shard.
 func (g *group) bookmark() {
 	rev := g.shard.revision()
 	g.mu.Lock()
-	idle := len(g.pending) == 0 && rev > g.sentRev && g.size > 0
+	due := rev > g.sentRev || time.Since(g.sentAt) >= g.progress/2
+	idle := len(g.pending) == 0 && due && g.size > 0
 	g.mu.Unlock()
 	if !idle {
 		return
@@ -419,11 +426,11 @@ func (g *group) bookmark() {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.pending) > 0 || rev <= g.sentRev {
+	if len(g.pending) > 0 || rev < g.sentRev {
 		return
 	}
-	g.sentRev = rev
-	g.queueAllLocked(msg, func(m *member) bool { return m.joined < rev && m.left == 0 })
+	g.sentRev, g.sentAt = rev, time.Now()
+	g.queueAllLocked(msg, func(m *member) bool { return m.joined <= rev && m.left == 0 })
 }
 
 // encode builds one Events message of the batch's transactions after

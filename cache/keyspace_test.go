@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,7 @@ import (
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/testcluster"
+	"github.com/confetti-io/confetti/internal/wire"
 )
 
 // received is one key as a subscriber received it.
@@ -198,5 +200,35 @@ func TestGroupBatchTokensPerTransaction(t *testing.T) {
 		if !slices.Equal(got, want) || msg.rev != 12 {
 			t.Fatalf("after %d: tokens %q at %d, want %q at 12", after, got, msg.rev, want)
 		}
+	}
+}
+
+// An idle subscription of an idle shard still hears from the node every
+// bookmark interval, which its response header names: clients take the
+// bookmarks as the sign the node is alive.
+func TestIdleShardStillBookmarksEveryInterval(t *testing.T) {
+	f := newFixture(t, 1, "acme")
+	put(t, f.shardOf(t, "acme"), "acme", "kv//a", "1")
+	n := startNode(t, f.tc, "node", Config{ProgressInterval: 100 * time.Millisecond})
+	st := openSubscribe(t, n, &confettipb.Start{Tenant: "acme"})
+	recvUntil(t, st, func(m *confettipb.SubscribeResponse) bool { return m.GetReset_().GetLast() })
+	md, err := st.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Get(wire.BookmarkIntervalHeader); len(got) != 1 || got[0] != "100ms" {
+		t.Fatalf("bookmark interval header %q, want 100ms", got)
+	}
+	var tokens []string
+	recvUntil(t, st, func(m *confettipb.SubscribeResponse) bool {
+		if p := m.GetProgress(); p != nil {
+			tokens = append(tokens, p.Token)
+		} else {
+			t.Fatalf("an idle subscription got %v", m)
+		}
+		return len(tokens) == 3
+	})
+	if tokens[0] != tokens[2] {
+		t.Fatalf("bookmarks of an idle shard moved: %q", tokens)
 	}
 }

@@ -567,6 +567,7 @@ func (s *shardState) attachLocked(sub *subscription, m *member) *group {
 			bySink:   map[*sink][]*member{},
 			wake:     make(chan struct{}, 1),
 			sentRev:  s.rev,
+			sentAt:   time.Now(),
 			ctx:      ctx,
 			cancel:   cancel,
 			done:     make(chan struct{}),

@@ -10,12 +10,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/rpcerr"
+	"github.com/confetti-io/confetti/internal/wire"
 )
 
 // A sink is the sending side of one Subscribe or SubscribeMany stream.
@@ -158,6 +160,8 @@ func (c *Cache) enter(stream grpc.ServerStream) (context.Context, func(), error)
 		return nil, nil, ErrClosed
 	}
 	c.subsWG.Add(1)
+	// Sent with the first message: how often the client hears from us.
+	stream.SetHeader(metadata.Pairs(wire.BookmarkIntervalHeader, c.cfg.ProgressInterval.String()))
 	ctx, cancel := context.WithCancel(stream.Context())
 	stop := context.AfterFunc(c.ctx, cancel)
 	return ctx, func() {

@@ -44,10 +44,20 @@ type Client struct {
 	// lostAt is when the view stopped being known current: Start, or the
 	// end of the last stream; zero while a stream keeps it current.
 	lostAt time.Time
-	state  int // 0 new, 1 started, 2 closed
+	// heardAt is when the current stream last delivered a message, and
+	// bookmarks the node's bookmark interval: a stream that hears nothing
+	// beyond an interval is late, and its lag grows.
+	heardAt   time.Time
+	bookmarks time.Duration
+	state     int // 0 new, 1 started, 2 closed
 	// answers is the last ACK or NACK sent per item, repeated to the node
 	// a stream resumes on.
 	answers map[string]*confettipb.Ack
+
+	// conns are the client's own connections to the cache nodes.
+	conns *conns
+	// jitter draws a reconnect's wait within a window (full jitter).
+	jitter func(time.Duration) time.Duration
 
 	// onSubscribe and onMessage, when set (by tests), see every stream
 	// start with the token it resumes from and every message received.
@@ -72,9 +82,12 @@ type Stats struct {
 	// Keys is the number of keys in the view.
 	Keys int
 	// Lag is how long the view may have been stale: zero while a stream
-	// keeps it current (the cache pushes every change as it happens), else
-	// the time since the last stream ended, or since Start before the
-	// first sync. A stream is current once it resumed from the view's
+	// keeps it current (the cache pushes every change as it happens and
+	// sends a bookmark at least every bookmark interval), the time since
+	// the last message beyond one bookmark interval while a stream is
+	// silent (a frozen node: the stream is dropped after 3 intervals),
+	// else the time since the last stream ended, or since Start before
+	// the first sync. A stream is current once it resumed from the view's
 	// token or delivered its first Reset or Events.
 	Lag time.Duration
 	// Resets counts Resets applied; Resumes counts streams that resumed
@@ -118,8 +131,10 @@ func New(cfg Config) (*Client, error) {
 		ready:   make(chan struct{}),
 		changes: make(chan Change, cfg.ChangeBuffer),
 		kick:    make(chan struct{}, 1),
+		jitter:  jitter,
 	}
 	c.cfg.Endpoints = append([]string(nil), cfg.Endpoints...)
+	c.conns = newConns(c.cfg.Endpoints)
 	if cfg.SnapshotDir != "" {
 		c.snapPath = snapshotPath(cfg.SnapshotDir, cfg.Tenant, c.scope)
 	}
@@ -194,6 +209,7 @@ func (c *Client) Close() error {
 		c.mu.Unlock()
 		c.cancel()
 		c.wg.Wait()
+		c.conns.close()
 		if c.snapPath != "" {
 			err = c.writeSnapshot()
 		}
@@ -240,10 +256,27 @@ func (c *Client) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	s.Token, s.Keys = v.Token(), v.Len()
-	if !c.lostAt.IsZero() {
+	switch {
+	case !c.lostAt.IsZero():
 		s.Lag = time.Since(c.lostAt)
+	case !c.heardAt.IsZero():
+		s.Lag = max(0, time.Since(c.heardAt)-c.bookmarks)
 	}
 	return s
+}
+
+// setInterval records the current stream's bookmark interval.
+func (c *Client) setInterval(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bookmarks = d
+}
+
+// interval is the current stream's bookmark interval.
+func (c *Client) interval() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bookmarks
 }
 
 // publish makes a the current view and tells the change handlers, the

@@ -3,11 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/wire"
 )
 
 // apiKeyMetadata is the gRPC metadata that carries the API key.
@@ -24,6 +27,29 @@ const apiKeyMetadata = "x-api-key"
 // healthyStream is how long a stream must have lasted for its failure to
 // count as the first of a new series (backoff from BackoffInitial again).
 const healthyStream = 10 * time.Second
+
+// defaultBookmarkInterval is the longest a node may leave a subscription
+// without a message (the contract's bound), assumed until the node's
+// response header names its own interval.
+const defaultBookmarkInterval = 10 * time.Second
+
+// silentIntervals is how many bookmark intervals without a message make a
+// stream dead: the node is frozen or cut off.
+const silentIntervals = 3
+
+// errSilent ends a stream that heard nothing for silentIntervals.
+var errSilent = errors.New("the cache node sent nothing, not even a bookmark")
+
+// bookmarkInterval reads the node's bookmark interval from a stream's
+// response header, or the contract's bound.
+func bookmarkInterval(md metadata.MD) time.Duration {
+	if v := md.Get(wire.BookmarkIntervalHeader); len(v) > 0 {
+		if d, err := time.ParseDuration(v[0]); err == nil && d > 0 {
+			return d
+		}
+	}
+	return defaultBookmarkInterval
+}
 
 // backoffWindow is the window of a reconnect after attempts failed
 // attempts in a row: initial doubled per attempt, capped at max.
@@ -43,30 +69,65 @@ func jitter(w time.Duration) time.Duration {
 	return time.Duration(rand.Int64N(int64(w)))
 }
 
+// readySpread is the window over which clients that waited out an outage
+// of every node spread their subscriptions once a node is back.
+const readySpread = 500 * time.Millisecond
+
+// connectParams redial a lost node quickly: a fleet notices a restarted
+// node within about a second, whatever the outage lasted.
+var connectParams = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 2 * time.Second,
+}
+
 // run keeps a stream open until Close: on every failure it moves to the
 // next endpoint and waits a jittered backoff first, so that a fleet that
-// lost the same node does not come back all at once.
+// lost the same node does not come back all at once. A stream that failed
+// because no connection could be made waits for whichever comes first:
+// its backoff, or a connection to any node becoming ready, which ends the
+// series of failures (the fleet is not punished for an outage it waited
+// out) and subscribes after a short jitter.
 func (c *Client) run() {
 	defer c.wg.Done()
 	eps := c.cfg.Endpoints
 	i := rand.IntN(len(eps))
 	attempts := 0
-	fresh := false
+	fresh, unreachable := false, false
 	for n := 0; ; n++ {
 		if n > 0 {
-			t := time.NewTimer(jitter(backoffWindow(c.cfg.BackoffInitial, c.cfg.BackoffMax, attempts)))
+			w := c.jitter(backoffWindow(c.cfg.BackoffInitial, c.cfg.BackoffMax, attempts))
+			wctx, stopWatching := context.WithCancel(c.ctx)
+			var ready <-chan int
+			if unreachable {
+				ready = c.conns.anyReady(wctx)
+			}
+			t := time.NewTimer(w)
 			select {
 			case <-c.ctx.Done():
 				t.Stop()
+				stopWatching()
 				return
 			case <-t.C:
+			case j := <-ready:
+				t.Stop()
+				attempts, i = 0, j
+				t = time.NewTimer(c.jitter(min(readySpread, c.cfg.BackoffInitial)))
+				select {
+				case <-c.ctx.Done():
+					t.Stop()
+					stopWatching()
+					return
+				case <-t.C:
+				}
 			}
+			stopWatching()
 			c.mu.Lock()
 			c.stats.Reconnects++
 			c.mu.Unlock()
 		}
 		began := time.Now()
 		progressed, refused, err := c.session(c.ctx, eps[i], fresh)
+		unreachable = !progressed && c.conns.unreachable(eps[i])
 		// A resumed stream with nothing new is silent: one the node held
 		// for a while was healthy too.
 		progressed = progressed || time.Since(began) >= healthyStream
@@ -105,32 +166,36 @@ func (c *Client) run() {
 	}
 }
 
-// connect returns a connection to endpoint and what to do with it when
-// the stream ends.
+// connect returns a connection to endpoint: Config.Dial's, or the
+// client's own, which it keeps until Close.
 func (c *Client) connect(endpoint string) (grpc.ClientConnInterface, func(), error) {
 	if c.cfg.Dial != nil {
 		cc, err := c.cfg.Dial(endpoint)
 		return cc, func() {}, err
 	}
-	creds := insecure.NewCredentials()
-	if c.cfg.TLS != nil {
-		creds = credentials.NewTLS(c.cfg.TLS)
-	}
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		// Static flow-control windows, larger than a Reset chunk: with
-		// gRPC's default dynamic windows the client answers each message
-		// that follows a quiet spell with a bandwidth-probing PING, which
-		// costs both ends as much as the message itself.
-		grpc.WithInitialWindowSize(2 << 20),
-		grpc.WithInitialConnWindowSize(4 << 20),
-	}, c.cfg.DialOptions...)
-	cc, err := grpc.NewClient(endpoint, opts...)
+	cc, err := c.conns.get(endpoint, func() (*grpc.ClientConn, error) {
+		creds := insecure.NewCredentials()
+		if c.cfg.TLS != nil {
+			creds = credentials.NewTLS(c.cfg.TLS)
+		}
+		opts := append([]grpc.DialOption{
+			grpc.WithTransportCredentials(creds),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+			grpc.WithConnectParams(connectParams),
+			// Static flow-control windows, larger than a Reset chunk:
+			// with gRPC's default dynamic windows the client answers
+			// each message that follows a quiet spell with a
+			// bandwidth-probing PING, which costs both ends as much as
+			// the message itself.
+			grpc.WithInitialWindowSize(2 << 20),
+			grpc.WithInitialConnWindowSize(4 << 20),
+		}, c.cfg.DialOptions...)
+		return grpc.NewClient(endpoint, opts...)
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return cc, func() { cc.Close() }, nil
+	return cc, func() {}, nil
 }
 
 // session runs one stream on endpoint until it fails. progressed reports
@@ -142,8 +207,13 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 		return false, false, err
 	}
 	defer release()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// A stream that hears nothing for a few bookmark intervals is dead
+	// (a frozen node never closes it): it ends, and the client moves on.
+	c.setInterval(defaultBookmarkInterval)
+	silence := time.AfterFunc(silentIntervals*defaultBookmarkInterval, func() { cancel(errSilent) })
+	defer silence.Stop()
 	if c.cfg.APIKey != "" {
 		sctx = metadata.AppendToOutgoingContext(sctx, apiKeyMetadata, c.cfg.APIKey)
 	}
@@ -177,7 +247,7 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 	if token != "" {
 		// The node replays what came after the token, or nothing when
 		// there is nothing new: the view is current.
-		c.lostAt = time.Time{}
+		c.lostAt, c.heardAt = time.Time{}, time.Now()
 		// The node knows which versions the token's view holds, not
 		// what this client answered for them to another node: repeat it.
 		for _, a := range c.answers {
@@ -191,12 +261,21 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 		}
 	}
 	var pending []*confettipb.KeyValue
-	for {
+	for first := true; ; first = false {
 		m, err := stream.Recv()
 		if err != nil {
+			if cause := context.Cause(sctx); errors.Is(cause, errSilent) {
+				err = fmt.Errorf("%w for %d bookmark intervals", cause, silentIntervals)
+			}
 			refused := !progressed && token != "" && status.Code(err) == codes.InvalidArgument
 			return progressed, refused, err
 		}
+		if first {
+			if md, err := stream.Header(); err == nil {
+				c.setInterval(bookmarkInterval(md))
+			}
+		}
+		silence.Reset(silentIntervals * c.interval())
 		if c.onMessage != nil {
 			c.onMessage(m)
 		}
@@ -241,7 +320,7 @@ func (c *Client) account(src Source, a applied, resuming bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.lostAt = time.Time{}
+	c.lostAt, c.heardAt = time.Time{}, time.Now()
 	switch {
 	case src == SourceReset:
 		c.stats.Resets++

@@ -50,7 +50,7 @@ and interchangeable: a token from one is valid on all.`,
 	fs.StringVar(&advertise, "advertise-addr", "", "gRPC address proxies reach this node at, registered in meta for release status (default: the listen address, with the host name when it listens on every interface)")
 	fs.IntVar(&cfg.HistoryMaxEvents, "history-max-events", 100000, "events of history kept per shard for resuming subscribers")
 	fs.Int64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 64<<20, "bytes of history kept per shard for resuming subscribers")
-	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", 5*time.Second, "how often an idle subscriber gets a bookmark (the contract allows at most 10s)")
+	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", 2*time.Second, "longest a subscriber goes without a message: idle ones get a bookmark this often, and clients that hear nothing for 3 intervals fail over (the contract allows at most 10s)")
 	fs.IntVar(&cfg.SubscriberQueue, "subscriber-queue", 128, "messages queued per subscription stream; a stream whose client reads slower has its subscriptions caught up from history instead")
 	fs.IntVar(&cfg.MaxSubscriptionsPerTenant, "max-subscriptions-per-tenant", 100000, "open subscriptions of one tenant on this node")
 	fs.IntVar(&cfg.MaxSubscriptionsPerConn, "max-subscriptions-per-conn", 20000, "open subscriptions over one client connection, all its streams together")

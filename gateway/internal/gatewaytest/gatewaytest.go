@@ -126,7 +126,10 @@ func (n *CacheNode) Start() {
 	cfg.Logger = zaptest.NewLogger(t).Named(n.name)
 	cfg.NodeName = n.name
 	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = 200 * time.Millisecond
+		// Short for quick tests, long enough that a client on a loaded
+		// machine under the race detector never takes three intervals of
+		// scheduling delay for a dead node.
+		cfg.ProgressInterval = time.Second
 	}
 	c, err := cache.New(st, clients, cfg)
 	if err != nil {
