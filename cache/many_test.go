@@ -299,14 +299,20 @@ func TestSubscribeManyEndsOneSubscriptionNotTheStream(t *testing.T) {
 	}
 
 	// A request without an id, or a start for an open id, ends the stream:
-	// the client could not tell what an answer was for.
+	// the client could not tell what an answer was for. The streams are
+	// on a node without the connection limit above: on n the first start
+	// would be refused by the limit, its id freed, and the second start
+	// would open it anew instead of breaking the protocol.
+	n2 := startNode(t, f.tc, "node-2", Config{})
 	for _, req := range []*confettipb.SubscribeRequest{
 		{Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: "acme"}}},
 		{SubscriptionId: 1, Request: &confettipb.SubscribeRequest_Start{Start: &confettipb.Start{Tenant: "acme"}}},
 	} {
-		bad := openMany(t, n, false)
+		bad := openMany(t, n2, false)
 		if req.SubscriptionId != 0 {
-			bad.start(1, "acme", nil, nil)
+			// The id is open once its Reset came.
+			open := bad.start(1, "acme", nil, nil)
+			testcluster.WaitFor(t, "subscription 1 open", func() bool { return open.LastToken() != "" })
 		}
 		bad.send(req)
 		testcluster.WaitFor(t, "the stream to end", func() bool { return bad.failure() != nil })
