@@ -88,6 +88,7 @@ move traffic away.`,
 // registered as service hello and the reference gateway in front of them.
 type devGateway struct {
 	addr     string
+	metrics  string
 	backends []string
 }
 
@@ -127,6 +128,7 @@ func (a *app) startDevGateway(ctx context.Context, lg *zap.Logger, layout devLay
 	}
 	g, err := startGateway(ctx, lg.Named("gateway"), gatewayOptions{
 		listen:      layout.gateway(),
+		metricsAddr: layout.gatewayMetrics(),
 		endpoints:   endpoints,
 		tenant:      devTenant,
 		apiKey:      key,
@@ -141,7 +143,7 @@ func (a *app) startDevGateway(ctx context.Context, lg *zap.Logger, layout devLay
 		defer cancel()
 		g.stop(sctx)
 	})
-	out.addr = g.addr
+	out.addr, out.metrics = g.addr, g.metricsAddr
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	defer wcancel()
 	for {

@@ -82,6 +82,7 @@ func (l devLayout) proxyHTTP() string         { return l.addr(1) }
 func (l devLayout) proxyMetrics() string      { return l.addr(90) }
 func (l devLayout) cacheMetrics(i int) string { return l.addr(91 + i) }
 func (l devLayout) gateway() string           { return l.addr(30) }
+func (l devLayout) gatewayMetrics() string    { return l.addr(93) }
 func (l devLayout) backend(i int) string      { return l.addr(31 + i) }
 
 func (l devLayout) etcd(k int) []int {
@@ -505,6 +506,7 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 	for i, c := range caches {
 		row(fmt.Sprintf("cache %d metrics", i), "http://"+c.Metrics, "/metrics /healthz /readyz")
 	}
+	row("gateway metrics", "http://"+gw.metrics, "/metrics /healthz /readyz")
 	fmt.Fprintf(&b, "\n  client config   %s\n", configPath)
 	fmt.Fprintf(&b, "  operator key    %s\n                  (in the client config file: every verb uses it)\n", secrets.OperatorKey)
 	fmt.Fprintf(&b, "  demo key        %s\n                  (writer of tenant %q)\n", secrets.DemoKey, devTenant)

@@ -17,11 +17,14 @@ import (
 	"github.com/confetti-io/confetti/gateway"
 	"github.com/confetti-io/confetti/gateway/router"
 	"github.com/confetti-io/confetti/internal/buildinfo"
+	"github.com/confetti-io/confetti/internal/serve"
 )
 
 // gatewayOptions are what one reference gateway runs with.
 type gatewayOptions struct {
-	listen      string
+	listen string
+	// metricsAddr serves /metrics, /healthz and /readyz; empty: none.
+	metricsAddr string
 	endpoints   []string
 	tenant      string
 	apiKey      string
@@ -37,6 +40,9 @@ type runningGateway struct {
 	client *gateway.Client
 	srv    *http.Server
 	done   chan error
+	// metricsAddr is the bound metrics address, empty without one.
+	metricsAddr string
+	metrics     *http.Server
 }
 
 // startGateway subscribes to the tenant's routes, upstreams and services
@@ -57,7 +63,9 @@ func startGateway(ctx context.Context, lg *zap.Logger, o gatewayOptions) (*runni
 	if err != nil {
 		return nil, err
 	}
-	o.router.Logger = lg.Named("router")
+	reg := newRegistry()
+	reg.MustRegister(router.NewStatsCollector(c))
+	o.router.Logger, o.router.Registerer = lg.Named("router"), reg
 	rt, err := router.New(c, o.router)
 	if err != nil {
 		return nil, err
@@ -66,17 +74,46 @@ func startGateway(ctx context.Context, lg *zap.Logger, o gatewayOptions) (*runni
 	if err != nil {
 		return nil, fmt.Errorf("gateway --listen %s: %w", o.listen, err)
 	}
+	var mlis net.Listener
+	if o.metricsAddr != "" {
+		if mlis, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("gateway --metrics-addr %s: %w", o.metricsAddr, err)
+		}
+	}
 	if err := c.Start(ctx); err != nil {
 		lis.Close()
+		if mlis != nil {
+			mlis.Close()
+		}
 		return nil, err
 	}
 	g := &runningGateway{
 		addr:   lis.Addr().String(),
 		client: c,
 		srv:    &http.Server{Handler: rt, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(lg.Named("http"))},
-		done:   make(chan error, 1),
+		done:   make(chan error, 2),
 	}
 	go func() { g.done <- g.srv.Serve(lis) }()
+	if mlis != nil {
+		// Ready once the gateway serves a view: its snapshot, or its first
+		// sync with a cache node.
+		ready := func() error {
+			select {
+			case <-c.Ready():
+				return nil
+			default:
+				return errors.New("no configuration yet: waiting for the first sync with a cache node")
+			}
+		}
+		g.metricsAddr = mlis.Addr().String()
+		g.metrics = &http.Server{Handler: serve.OperatorHandler(reg, ready, nil, false), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := g.metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
+				g.done <- err
+			}
+		}()
+	}
 	return g, nil
 }
 
@@ -84,6 +121,9 @@ func startGateway(ctx context.Context, lg *zap.Logger, o gatewayOptions) (*runni
 // then the subscription closes and writes its last snapshot.
 func (g *runningGateway) stop(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
+	if g.metrics != nil {
+		err = errors.Join(err, g.metrics.Close())
+	}
 	return errors.Join(err, g.client.Close())
 }
 
@@ -133,7 +173,7 @@ GET /__confetti/status shows the subscription and the route table.`,
 			if err != nil {
 				return err
 			}
-			lg.Info("serving", zap.String("addr", g.addr), zap.String("tenant", o.tenant), zap.Strings("cache-endpoints", o.endpoints))
+			lg.Info("serving", zap.String("addr", g.addr), zap.String("metrics-addr", g.metricsAddr), zap.String("tenant", o.tenant), zap.Strings("cache-endpoints", o.endpoints))
 			var runErr error
 			select {
 			case <-cmd.Context().Done():
@@ -151,6 +191,7 @@ GET /__confetti/status shows the subscription and the route table.`,
 	fs := cmd.Flags()
 	tenantFlag(cmd, &o.tenant)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9080", "HTTP address the gateway serves, host:port (:9080 listens on every interface)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9081", "HTTP address for /metrics, /healthz and /readyz (ready once the gateway has a configuration); empty disables it")
 	fs.StringVar(&o.snapshotDir, "snapshot-dir", "", "directory for the on-disk snapshot that a restart serves at once (empty: none)")
 	fs.StringVar(&o.identity.InstanceID, "instance-id", "", "this gateway's id for gray releases and rollout status (default: the host name)")
 	fs.StringToStringVar(&o.identity.Labels, "labels", nil, "labels for gray releases, k=v comma separated (zone=a,tier=edge)")

@@ -44,6 +44,34 @@ func TestDevGatewayTour(t *testing.T) {
 	if len(seen) != 2 {
 		t.Fatalf("four requests reached %v, want both backends", seen)
 	}
+	// The gateway's metrics count the requests by route and say where its
+	// subscription streams from.
+	mm := regexp.MustCompile(`(?m)^\s+gateway metrics\s+(http://\S+)`).FindStringSubmatch(d.out.String())
+	if mm == nil {
+		t.Fatalf("banner lacks the gateway's metrics:\n%s", d.out)
+	}
+	resp, err := http.Get(mm[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scraped, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`confetti_gateway_requests_total{code="200",route="hello"} 4`,
+		`confetti_gateway_upstream_duration_seconds_count{route="hello"} 4`,
+		`confetti_gateway_sdk_connected{endpoint="127.0.0.1:`,
+		`confetti_gateway_sdk_resets_total 1`,
+		`confetti_build_info{`,
+	} {
+		if !strings.Contains(string(scraped), want) {
+			t.Errorf("gateway /metrics lacks %s", want)
+		}
+	}
+	if resp, err := http.Get(mm[1] + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("gateway /readyz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	cli(t, clientConfig, "kv", "put", "--tenant", "demo", "/routes/hello", `{"uri":"/hey","upstream_id":"web"}`)
 	testcluster.WaitFor(t, "the route change", func() bool {
 		code, _ := get("/hey")

@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/confetti-io/confetti/gateway"
@@ -59,6 +61,9 @@ type Config struct {
 	Transport http.RoundTripper `yaml:"-"`
 	// Logger receives rebuilds and skipped keys; nil means none.
 	Logger *zap.Logger `yaml:"-"`
+	// Registerer receives the router's metrics (requests by route and
+	// status, upstream latency, retries and errors); nil means none.
+	Registerer prometheus.Registerer `yaml:"-"`
 }
 
 func (c *Config) setDefaults() error {
@@ -101,6 +106,7 @@ type Router struct {
 	healthMu sync.Mutex
 	healths  map[string]*health
 	rebuilds atomic.Int64
+	metrics  *metrics
 }
 
 // New returns a router of src's routes, rebuilt on every change. Create
@@ -109,7 +115,11 @@ func New(src Source, cfg Config) (*Router, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, lg: cfg.Logger, src: src, healths: map[string]*health{}, now: time.Now}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	r := &Router{cfg: cfg, lg: cfg.Logger, src: src, healths: map[string]*health{}, now: time.Now, metrics: m}
 	transport := cfg.Transport
 	if transport == nil {
 		dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -202,27 +212,39 @@ type requestKey struct{}
 
 // ServeHTTP routes one request.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	route := r.serve(sw, req)
+	if sw.code == 0 {
+		sw.code = http.StatusOK
+	}
+	r.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+}
+
+// serve routes one request and returns the route id it took (noRoute or
+// statusRoute when it took none).
+func (r *Router) serve(w http.ResponseWriter, req *http.Request) string {
 	if req.URL.Path == StatusPath {
 		r.serveStatus(w)
-		return
+		return statusRoute
 	}
 	t := r.table.Load()
 	if !t.synced {
 		writeError(w, http.StatusServiceUnavailable, "the gateway has no configuration yet: it waits for its first sync with a cache node (see "+StatusPath+")")
-		return
+		return noRoute
 	}
 	rt := t.match(req)
 	if rt == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route matches %s %s (host %s); routes are the tenant's keys /routes/<id> (confetti kv put --tenant T /routes/<id> '{\"uri\":...,\"upstream_id\":...}')", req.Method, req.URL.Path, req.Host))
-		return
+		return noRoute
 	}
 	if rt.upstream == nil {
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("route %s names upstream %q, which does not exist: write the tenant's key /upstreams/%s", rt.id, rt.missing, rt.missing))
-		return
+		return rt.id
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.Timeout)
 	defer cancel()
 	r.proxy.ServeHTTP(w, req.WithContext(context.WithValue(ctx, requestKey{}, rt)))
+	return rt.id
 }
 
 // Status is what StatusPath serves.
@@ -346,12 +368,17 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		if n == nil {
 			break
 		}
+		if len(tried) > 0 {
+			r.metrics.retries.WithLabelValues(up.id).Inc()
+		}
 		tried = append(tried, n.addr)
 		req.URL.Host = n.addr
 		if body != nil {
 			req.Body = body
 		}
+		began := time.Now()
 		resp, err := rt.base.RoundTrip(req)
+		r.metrics.upstream.WithLabelValues(route.id).Observe(time.Since(began).Seconds())
 		if err == nil {
 			n.health.ok()
 			return resp, nil
@@ -360,6 +387,7 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		var de *dialError
 		switch {
 		case errors.As(err, &de):
+			r.metrics.upstreamErrors.WithLabelValues(up.id, "connect").Inc()
 			n.health.failed(r.now(), r.cfg.MaxFails, r.cfg.FailTimeout)
 			if body != nil && body.read {
 				return nil, err
@@ -367,7 +395,10 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.lg.Debug("node refused the connection; trying another", zap.String("upstream", up.id), zap.String("node", n.addr), zap.Error(err))
 			continue
 		case errors.Is(err, context.DeadlineExceeded):
+			r.metrics.upstreamErrors.WithLabelValues(up.id, "timeout").Inc()
 			n.health.failed(r.now(), r.cfg.MaxFails, r.cfg.FailTimeout)
+		default:
+			r.metrics.upstreamErrors.WithLabelValues(up.id, "other").Inc()
 		}
 		return nil, err
 	}

@@ -181,22 +181,43 @@ func New(opts Options) (*Server, error) {
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 
+	s.http = &http.Server{Handler: OperatorHandler(opts.Registry, s.Ready, opts.Degraded, opts.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// OperatorHandler is what every role serves on its metrics address:
+// /metrics of reg, /healthz (the process answers), /readyz (ready reports
+// nil, with a "degraded:" line for each of degraded's parts; else 503 with
+// the reason), and /debug/pprof/ when pprof is set. degraded may be nil.
+func OperatorHandler(reg *prometheus.Registry, ready func() error, degraded func() []string, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/readyz", s.serveReadyz)
-	if opts.EnablePprof {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+		if degraded != nil {
+			for _, line := range degraded() {
+				fmt.Fprintf(w, "degraded: %s\n", line)
+			}
+		}
+	})
+	if pprofOn {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	return s, nil
+	return mux
 }
 
 // GRPC returns the gRPC server to register services on before Start.
@@ -345,21 +366,6 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.gw.done()
 	}
 	return err
-}
-
-func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if err := s.Ready(); err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: %v\n", err)
-		return
-	}
-	fmt.Fprintln(w, "ok")
-	if s.opts.Degraded != nil {
-		for _, line := range s.opts.Degraded() {
-			fmt.Fprintf(w, "degraded: %s\n", line)
-		}
-	}
 }
 
 // watchReady keeps the gRPC health status in step with Ready.
