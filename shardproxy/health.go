@@ -2,8 +2,6 @@ package shardproxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,11 +45,6 @@ func healthError(err error) error {
 	}
 	return err
 }
-
-// probePrefix holds the keys the shard check writes and deletes again:
-// under Confetti's own prefix (so the role's etcd permissions cover it)
-// and outside keys.Root (so cache nodes never see them).
-const probePrefix = "/confetti/probe/"
 
 // shardHealth is the proxy's view of its shards: whether each one answered
 // its last check, and when. A loop checks every registered shard each
@@ -261,110 +254,23 @@ func (h *shardHealth) placeable(sh meta.Shard) error {
 }
 
 // checkEndpoints checks that endpoints are one etcd cluster that this
-// proxy can read and write with its etcd credentials and TLS: a Status
-// call to every endpoint, each through a client of its own (which, with
-// credentials, authenticates), all members of one cluster; then a write,
-// a read back and a delete of a probe key under /confetti/probe/. Every
-// step is bounded by the shard check timeout.
+// proxy can read and write with its etcd credentials and TLS
+// (meta.CheckCluster), saying what to do when they are not.
 func (p *Proxy) checkEndpoints(ctx context.Context, id string, endpoints []string) error {
-	timeout := p.cfg.ShardCheckTimeout
 	forced := fmt.Sprintf("or register the shard anyway with `confetti shard add %s --etcd-endpoints %s --force`: it stays pending and takes no tenant until it passes this check", id, strings.Join(endpoints, ","))
-	fail := func(reason, hint string) error { return &checkError{shard: id, reason: reason, hint: hint} }
-	clusters := make([]uint64, len(endpoints))
-	errs := make([]error, len(endpoints))
-	var wg sync.WaitGroup
-	for i, ep := range endpoints {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			clusters[i], errs[i] = p.statusOf(ctx, ep, timeout)
-		}()
-	}
-	wg.Wait()
-	var failed []string
-	for i, err := range errs {
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("endpoint %s: %v", endpoints[i], err))
-		}
-	}
-	if len(failed) > 0 {
-		return fail(strings.Join(failed, "; "), "check the URLs and the proxy's etcd settings (--etcd-username, --etcd-password-file, --etcd-cacert, --etcd-cert), "+forced)
-	}
-	for i := range endpoints {
-		if clusters[i] != clusters[0] {
-			return fail(fmt.Sprintf("endpoints %s and %s belong to different etcd clusters (ids %x and %x)", endpoints[0], endpoints[i], clusters[0], clusters[i]), "list the members of one cluster")
-		}
-	}
-	if err := p.probeWrite(ctx, endpoints, timeout); err != nil {
-		return fail(err.Error(), "grant the proxy's etcd user (--etcd-username) readwrite on the prefix /confetti/, "+forced)
-	}
-	return nil
-}
-
-// statusOf asks one endpoint for its member status through a client of its
-// own, and returns the id of the cluster it belongs to.
-func (p *Proxy) statusOf(ctx context.Context, ep string, timeout time.Duration) (uint64, error) {
-	cli, err := p.clients.Dial([]string{ep})
-	if errors.Is(err, context.DeadlineExceeded) {
-		// With credentials, connecting authenticates and waits for an
-		// answer up to the dial timeout.
-		return 0, fmt.Errorf("no etcd answered within the dial timeout: %v", err)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("cannot connect with the proxy's etcd credentials: %v", err)
-	}
-	defer cli.Close()
-	sctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	st, err := cli.Status(sctx, ep)
-	if err != nil {
-		return 0, fmt.Errorf("no etcd member answered a Status call within %s: %v", timeout, err)
-	}
-	return st.Header.GetClusterId(), nil
-}
-
-// probeWrite writes a random value under probePrefix through a client of
-// all endpoints, reads it back and deletes it.
-func (p *Proxy) probeWrite(ctx context.Context, endpoints []string, timeout time.Duration) error {
-	cli, err := p.clients.Dial(endpoints)
-	if err != nil {
-		return fmt.Errorf("cannot connect with the proxy's etcd credentials: %v", err)
-	}
-	defer cli.Close()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	_, err := meta.CheckCluster(ctx, p.clients.Dial, "the proxy's", endpoints, p.cfg.ShardCheckTimeout)
+	var ce *meta.ClusterCheckError
+	if !errors.As(err, &ce) {
 		return err
 	}
-	key, value := probePrefix+hex.EncodeToString(b[:8]), hex.EncodeToString(b[8:])
-	step := func(what string, op func(context.Context) error) error {
-		sctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), timeout)
-		defer cancel()
-		if err := op(sctx); err != nil {
-			return fmt.Errorf("cannot %s the probe key %s: %v", what, key, err)
-		}
-		return nil
+	hint := "list the members of one cluster"
+	switch ce.Step {
+	case meta.CheckReach:
+		hint = "check the URLs and the proxy's etcd settings (--etcd-username, --etcd-password-file, --etcd-cacert, --etcd-cert), " + forced
+	case meta.CheckWrite:
+		hint = "grant the proxy's etcd user (--etcd-username) readwrite on the prefix /confetti/, " + forced
 	}
-	if err := step("write", func(ctx context.Context) error {
-		_, err := cli.Put(ctx, key, value)
-		return err
-	}); err != nil {
-		return err
-	}
-	readErr := step("read back", func(ctx context.Context) error {
-		resp, err := cli.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != value {
-			return errors.New("it came back with another value: is this one etcd cluster?")
-		}
-		return nil
-	})
-	delErr := step("delete", func(ctx context.Context) error {
-		_, err := cli.Delete(ctx, key)
-		return err
-	})
-	return errors.Join(readErr, delErr)
+	return &checkError{shard: id, reason: ce.Reason, hint: hint}
 }
 
 // healthOf is a shard's health for the API: true, or false and why.

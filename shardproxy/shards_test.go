@@ -113,7 +113,7 @@ func TestAddShardChecksTheEndpoints(t *testing.T) {
 	if err != nil || sh.State != pb.Shard_ACTIVE || !sh.Healthy {
 		t.Fatalf("add a reachable shard: %v, %v", sh, err)
 	}
-	if resp, err := c.raw["c1"].Get(ctx, probePrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+	if resp, err := c.raw["c1"].Get(ctx, meta.ProbePrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
 		t.Fatalf("the check left %v probe keys (%v)", resp.Count, err)
 	}
 }
@@ -150,7 +150,7 @@ func TestAddShardChecksWritesWithTheProxysCredentials(t *testing.T) {
 
 	a := newAPI(t, withClients(t, c, as("narrow", "pw")), Config{ShardCheckTimeout: time.Second})
 	_, err = a.shards.AddShard(ctx, &pb.AddShardRequest{Id: "locked", Endpoints: eps})
-	wantStatus(t, err, codes.FailedPrecondition, "cannot write the probe key "+probePrefix, "permission denied", "readwrite on the prefix /confetti/")
+	wantStatus(t, err, codes.FailedPrecondition, "cannot write the probe key "+meta.ProbePrefix, "permission denied", "readwrite on the prefix /confetti/")
 
 	sh, err := a.shards.AddShard(ctx, &pb.AddShardRequest{Id: "locked", Endpoints: eps, Force: true})
 	if err != nil || sh.State != pb.Shard_PENDING || sh.Healthy || !strings.Contains(sh.Health, "permission denied") {
