@@ -230,7 +230,7 @@ func newKVDelCommand(a *app) *cobra.Command {
 				if p.json {
 					return p.value(apijson.NewDeleted(resp))
 				}
-				return p.line("%d", resp.Deleted)
+				return p.line("OK deleted=%d rev=%d", resp.Deleted, resp.GetHeader().GetRevision())
 			})
 		},
 	}
