@@ -172,7 +172,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := secureDevClusters(ctx, clusters, secrets, fresh, dataDir); err != nil {
+	if err := bootstrapDev(ctx, lg, clusters, secrets, fresh, dataDir); err != nil {
 		return err
 	}
 	metaCluster := clusters[0]
@@ -189,21 +189,6 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := store.WaitReady(wctx); err != nil {
-		return err
-	}
-	for k, name := range devClusters[1:] {
-		_, err := store.AddShard(ctx, meta.Shard{ID: name, Endpoints: clusters[k+1].Endpoints()})
-		if errors.Is(err, meta.ErrShardExists) {
-			return fmt.Errorf("%w; %s was created with another --base-port: use that one, or remove the directory", err, dataDir)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if secrets.OperatorKey, err = ensureDevKey(ctx, store, secrets.OperatorKey, "", meta.RoleOperator, "dev-operator"); err != nil {
-		return err
-	}
-	if err := secrets.save(dataDir); err != nil {
 		return err
 	}
 

@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/confetti-io/confetti/internal/auth"
+	"github.com/confetti-io/confetti/internal/bootstrap"
 	"github.com/confetti-io/confetti/internal/embedetcd"
 	"github.com/confetti-io/confetti/internal/meta"
 )
@@ -85,28 +85,34 @@ func randomPassword() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// secureDevClusters turns etcd authentication on in every cluster (once:
-// the data directory keeps it), with a root user and the confetti user,
-// which may read and write Confetti's keys only. From then on the
-// clusters' clients connect as the confetti user.
-func secureDevClusters(ctx context.Context, clusters []*embedetcd.Cluster, s *devSecrets, fresh bool, dataDir string) error {
-	a := embedetcd.Auth{RootPassword: s.EtcdRootPassword, User: devEtcdUser, Password: s.EtcdPassword, Prefix: confettiPrefix}
-	g, gctx := errgroup.WithContext(ctx)
-	for k, c := range clusters {
-		g.Go(func() error {
-			wasOn, err := c.EnableAuth(gctx, a)
-			if err == nil && wasOn && fresh {
-				return fmt.Errorf("etcd %s has authentication on but %s is gone: remove %s to start afresh", devClusters[k], filepath.Join(dataDir, devSecretsFile), dataDir)
-			}
-			return err
-		})
+// bootstrapDev sets up dev's clusters as `confetti init` does (etcd auth,
+// Confetti's etcd user, the shards, the operator key) and keeps the
+// operator key in the secrets file.
+func bootstrapDev(ctx context.Context, lg *zap.Logger, clusters []*embedetcd.Cluster, s *devSecrets, fresh bool, dataDir string) error {
+	cfg := bootstrap.Config{
+		MetaEndpoints: clusters[0].Endpoints(),
+		RootPassword:  s.EtcdRootPassword,
+		User:          devEtcdUser,
+		Password:      s.EtcdPassword,
+		OperatorKey:   s.OperatorKey,
+		OperatorName:  "dev-operator",
+		Logger:        lg.Named("init"),
 	}
-	return g.Wait()
+	for k, name := range devClusters[1:] {
+		cfg.Shards = append(cfg.Shards, bootstrap.Shard{ID: name, Endpoints: clusters[k+1].Endpoints()})
+	}
+	res, err := bootstrap.Init(ctx, cfg)
+	switch {
+	case errors.Is(err, bootstrap.ErrRootCredentials) && fresh:
+		return fmt.Errorf("%w: %s is gone but the clusters in %s have etcd auth on: remove %s to start afresh", err, filepath.Join(dataDir, devSecretsFile), dataDir, dataDir)
+	case errors.Is(err, meta.ErrShardExists):
+		return fmt.Errorf("%w; %s was created with another --base-port: use that one, or remove the directory", err, dataDir)
+	case err != nil:
+		return err
+	}
+	s.OperatorKey = res.OperatorKey
+	return s.save(dataDir)
 }
-
-// confettiPrefix holds every key Confetti writes: meta.Prefix and
-// keys.Root are under it.
-const confettiPrefix = "/confetti/"
 
 // etcdConfig is the etcd client configuration of dev's components.
 func (s *devSecrets) etcdConfig(endpoints []string) clientv3.Config {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/confetti-io/confetti/internal/auth"
+	"github.com/confetti-io/confetti/internal/bootstrap"
 	"github.com/confetti-io/confetti/internal/embedetcd"
 	"github.com/confetti-io/confetti/internal/meta"
 )
@@ -21,7 +22,7 @@ func TestKeyBootstrapWritesAnOperatorKeyIntoMeta(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.EnableAuth(ctx, embedetcd.Auth{RootPassword: "root-pw", User: "confetti", Password: "s3cret", Prefix: confettiPrefix}); err != nil {
+	if _, err := c.EnableAuth(ctx, embedetcd.Auth{RootPassword: "root-pw", User: "confetti", Password: "s3cret", Prefix: bootstrap.Prefix}); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
