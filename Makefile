@@ -5,7 +5,7 @@ TOOLS    := $(GO) tool -modfile=tools/go.mod
 BIN      := bin/confetti
 TIMEOUT  ?= 15m
 
-.PHONY: build dev test e2e bench bench-quick proto proto-check lint chart-test rules-test
+.PHONY: build dev test e2e bench bench-quick proto proto-check lint etcd images image-confetti image-etcd chart-test rules-test
 
 # -buildvcs=auto stamps the VCS revision that 'confetti version' prints,
 # whatever GOFLAGS says, whenever the tree is a checkout.
@@ -64,3 +64,54 @@ chart-test: build
 rules-test:
 	$(TOOLS) promtool check rules deploy/prometheus/rules.yaml
 	$(TOOLS) promtool test rules deploy/prometheus/tests/*.yaml
+
+# etcd v3.7.3 (server, etcdctl, etcdutl) for this host, built from etcd's
+# Go modules by the wrapper module deploy/etcd: the containers, the chaos
+# suite and the etcd-compat tests run the real etcd binaries.
+ETCD_BIN := bin/etcd bin/etcdctl bin/etcdutl
+
+etcd: $(ETCD_BIN)
+
+$(ETCD_BIN): deploy/etcd/go.mod deploy/etcd/go.sum deploy/etcd/main.go
+	cd deploy/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd . \
+		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcdctl go.etcd.io/etcd/etcdctl/v3 \
+		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcdutl go.etcd.io/etcd/etcdutl/v3
+
+# Images FROM scratch of static binaries (no image can be pulled here):
+# confetti/confetti:$(IMAGE_TAG) and confetti/etcd:$(ETCD_TAG).
+IMAGE_TAG ?= local
+ETCD_TAG  := v3.7.3
+CA_CERTS  ?= /etc/ssl/certs/ca-certificates.crt
+
+images: image-confetti image-etcd
+
+image-confetti:
+	rm -rf build/images/confetti && mkdir -p build/images/confetti
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -o build/images/confetti/confetti ./cmd/confetti
+	cp $(CA_CERTS) build/images/confetti/ca-certificates.crt
+	mkdir -p build/images/confetti/data
+	docker build -q -t confetti/confetti:$(IMAGE_TAG) -f deploy/images/confetti.Dockerfile build/images/confetti
+
+image-etcd: etcd
+	rm -rf build/images/etcd && mkdir -p build/images/etcd
+	cp $(ETCD_BIN) build/images/etcd/
+	cp $(CA_CERTS) build/images/etcd/ca-certificates.crt
+	mkdir -p build/images/etcd/data
+	docker build -q -t confetti/etcd:$(ETCD_TAG) -f deploy/images/etcd.Dockerfile build/images/etcd
+
+# The compose cluster (deploy/compose): make up builds the images and
+# starts it, make down stops it and removes its containers and networks,
+# make down-volumes also its data and keys.
+COMPOSE := docker-compose -p $${COMPOSE_PROJECT_NAME:-confetti} -f deploy/compose/docker-compose.yml --env-file deploy/compose/.env
+
+.PHONY: up down down-volumes compose-e2e
+
+up: images
+	deploy/compose/up.sh
+
+down:
+	$(COMPOSE) down --remove-orphans
+
+down-volumes:
+	$(COMPOSE) down --remove-orphans --volumes
+	rm -rf deploy/compose/.keys

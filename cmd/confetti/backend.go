@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -46,20 +48,23 @@ func (b *demoBackend) stop() { b.srv.Close() }
 
 // runDemoBackend serves a demo backend and keeps it registered as an
 // instance of service until ctx ends, then deregisters it.
-func (a *app) runDemoBackend(ctx context.Context, tenant, service, id, listen string, ttl int64) error {
+func (a *app) runDemoBackend(ctx context.Context, tenant, service, id, listen, advertise string, ttl int64) error {
 	b, err := startDemoBackend(listen, id)
 	if err != nil {
 		return err
 	}
 	defer b.stop()
-	r := &registration{a: a, p: a.printer(), tenant: tenant, ttl: ttl, inst: &pb.Instance{Service: service, Id: id, Address: b.addr}}
+	if advertise == "" {
+		advertise = b.addr
+	}
+	r := &registration{a: a, p: a.printer(), tenant: tenant, ttl: ttl, inst: &pb.Instance{Service: service, Id: id, Address: advertise}}
 	return r.run(ctx)
 }
 
 func newDemoBackendCommand(a *app) *cobra.Command {
 	var (
-		tenant, listen string
-		ttl            int64
+		tenant, listen, advertise string
+		ttl                       int64
 	)
 	cmd := &cobra.Command{
 		Use:   "demo-backend --tenant T SERVICE INSTANCE",
@@ -75,11 +80,12 @@ move traffic away.`,
 		Args:        cobra.ExactArgs(2),
 		Annotations: map[string]string{clientAnnotation: ""},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runDemoBackend(cmd.Context(), tenant, args[0], args[1], listen, ttl)
+			return a.runDemoBackend(cmd.Context(), tenant, args[0], args[1], listen, advertise, ttl)
 		},
 	}
 	tenantFlag(cmd, &tenant)
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "HTTP address of the backend (port 0: the kernel chooses)")
+	cmd.Flags().StringVar(&advertise, "advertise", "", "address the instance registers, host:port, where gateways reach it (default: the bound --listen address)")
 	cmd.Flags().Int64Var(&ttl, "ttl", 10, "seconds the instance outlives this process if it is killed")
 	return cmd
 }
@@ -158,4 +164,47 @@ func (a *app) startDevGateway(ctx context.Context, lg *zap.Logger, layout devLay
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// newDemoTenantCommand sets up the demo of a cluster other than dev's (the
+// compose cluster): tenant demo with dev's routes and upstream, and a
+// reader key for its gateway.
+func newDemoTenantCommand(a *app) *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "demo-tenant --reader-key-file FILE",
+		Short: "Create tenant demo with the routes of confetti dev's gateway, and a reader key for a gateway",
+		Long: `Create tenant demo (if it does not exist) with the keys confetti dev's
+gateway routes by (/routes/hello to upstream web, the instances of service
+hello), and a reader key of it written to --reader-key-file (mode 0600) if
+that file does not exist yet. Needs an operator key (--api-key or
+--api-key-file). The compose cluster runs it once before its gateway.`,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{clientAnnotation: ""},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if len(a.endpoints) == 0 {
+				return errors.New("no shard proxy endpoints: set --endpoints")
+			}
+			if err := a.devDemo(ctx, a.endpoints[0]); err != nil {
+				return err
+			}
+			if _, err := os.Stat(keyFile); err == nil {
+				return a.printer().line("tenant %s is set up; its reader key is in %s", devTenant, keyFile)
+			}
+			return a.withProxy(ctx, func(ctx context.Context, c proxyClients) error {
+				resp, err := c.tenants.CreateAPIKey(ctx, &pb.CreateAPIKeyRequest{Tenant: devTenant, Role: pb.Role_READER, Name: "demo-gateway"})
+				if err != nil {
+					return err
+				}
+				if err := writeSecretFile(keyFile, []byte(resp.Secret+"\n")); err != nil {
+					return err
+				}
+				return a.printer().line("tenant %s is set up; its reader key %s is in %s", devTenant, resp.Key.GetId(), keyFile)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "reader-key-file", "", "file the reader key is written to (required)")
+	cmd.MarkFlagRequired("reader-key-file")
+	return cmd
 }

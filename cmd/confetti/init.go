@@ -210,6 +210,14 @@ func (s *secretFlag) read(name string) (string, error) {
 	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
+// optional returns the secret, or "" when none is given.
+func (s *secretFlag) optional(name string) (string, error) {
+	if s.value == "" && s.file == "" {
+		return "", nil
+	}
+	return s.read(name)
+}
+
 // writeSecretFile writes a secret with mode 0600, atomically.
 func writeSecretFile(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

@@ -20,6 +20,7 @@ func newProxyCommand(a *app) *cobra.Command {
 		cfg      shardproxy.Config
 		httpAddr string
 		cacheTLS tlsconfig.Files
+		cacheKey secretFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -35,9 +36,12 @@ to its shard. --http-addr serves the same API as HTTP/JSON.`,
 			return a.runRole(cmd.Context(), "proxy", &rf, func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry) (roleParts, error) {
 				cfg.Logger = lg.Named("proxy")
 				cfg.Registerer = reg
+				var err error
+				if cfg.CacheAPIKey, err = cacheKey.optional("cache-api-key"); err != nil {
+					return roleParts{}, err
+				}
 				var gatewayOpts []grpc.DialOption
 				if httpAddr != "" {
-					var err error
 					if gatewayOpts, err = gatewayDialOptions(rf.listen.tls); err != nil {
 						return roleParts{}, err
 					}
@@ -71,7 +75,7 @@ to its shard. --http-addr serves the same API as HTTP/JSON.`,
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", d.RequestTimeout, "bound of each etcd request the proxy makes on a shard")
 	fs.DurationVar(&cfg.HealthInterval, "health-interval", d.HealthInterval, "how often the proxy checks every shard; new tenants go only to shards whose check passed within three intervals")
 	fs.DurationVar(&cfg.ShardCheckTimeout, "shard-check-timeout", d.ShardCheckTimeout, "bound of each request of a shard check (the health check, and the Status calls and probe write of 'shard add')")
-	fs.StringVar(&cfg.CacheAPIKey, "cache-api-key", "", "operator API key the proxy presents to cache nodes to read rollout state (release status, staged plans); prefer CONFETTI_CACHE_API_KEY")
+	cacheKey.register(fs, "cache-api-key", "operator API key the proxy presents to cache nodes to read rollout state (release status, staged plans)")
 	fs.StringVar(&cacheTLS.Cert, "cache-cert", "", "client certificate for cache nodes that require one (PEM)")
 	fs.StringVar(&cacheTLS.Key, "cache-key", "", "key of --cache-cert (PEM)")
 	fs.StringVar(&cacheTLS.CA, "cache-cacert", "", "CA bundle that verifies cache nodes (PEM); setting it, --cache-cert or --cache-key dials them with TLS")

@@ -52,8 +52,10 @@ type app struct {
 	clientConfig   string
 	dialTimeout    time.Duration
 	commandTimeout time.Duration
-	// apiKey and tls secure the client verbs' connections (security.go).
-	apiKey string
+	// apiKey and tls secure the client verbs' connections (security.go);
+	// apiKeyFile, when set, holds the key.
+	apiKey     string
+	apiKeyFile string
 	tls    tlsconfig.Files
 	// runBench runs a benchmark; tests replace it.
 	runBench func(context.Context, bench.Config) (*bench.Results, error)
@@ -109,6 +111,8 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newShardCommand(a),
 		newKeyCommand(a),
 		newInitCommand(a),
+		newHealthCommand(a),
+		newDemoTenantCommand(a),
 		newGatewayCommand(a),
 		newDemoBackendCommand(a),
 		newItemCommand(a),
@@ -181,6 +185,13 @@ func (a *app) resolveFlags(cmd *cobra.Command) error {
 		if err := applyValues(fs, values, "config file "+f.Value.String()); err != nil {
 			return err
 		}
+	}
+	if a.apiKeyFile != "" {
+		b, err := os.ReadFile(a.apiKeyFile)
+		if err != nil {
+			return fmt.Errorf("--api-key-file: %w", err)
+		}
+		a.apiKey = strings.TrimSpace(string(b))
 	}
 	if a.writeOut != "simple" && a.writeOut != "json" {
 		return fmt.Errorf("--write-out must be simple or json, not %q", a.writeOut)

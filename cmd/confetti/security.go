@@ -139,6 +139,7 @@ func (a *app) securityDialOptions() ([]grpc.DialOption, error) {
 // flags.
 func (a *app) registerClientSecurityFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.apiKey, "api-key", "", "API key sent with every request (default: api-key of the client config file, which 'confetti dev' fills)")
+	fs.StringVar(&a.apiKeyFile, "api-key-file", "", "file holding the API key (instead of --api-key)")
 	fs.StringVar(&a.tls.Cert, "cert", "", "client certificate for servers that require one (PEM)")
 	fs.StringVar(&a.tls.Key, "key", "", "key of --cert (PEM)")
 	fs.StringVar(&a.tls.CA, "cacert", "", "CA bundle that verifies the servers (PEM); setting it, --cert or --key dials with TLS")
