@@ -68,12 +68,13 @@ rules-test:
 # etcd v3.7.3 (server, etcdctl, etcdutl) for this host, built from etcd's
 # Go modules by the wrapper module deploy/etcd: the containers, the chaos
 # suite and the etcd-compat tests run the real etcd binaries.
-ETCD_BIN := bin/etcd bin/etcdctl bin/etcdutl
+ETCD_BIN := bin/etcd bin/etcdctl bin/etcdutl bin/etcd-probe
 
 etcd: $(ETCD_BIN)
 
-$(ETCD_BIN): deploy/etcd/go.mod deploy/etcd/go.sum deploy/etcd/main.go
+$(ETCD_BIN): deploy/etcd/go.mod deploy/etcd/go.sum deploy/etcd/main.go deploy/etcd/probe/main.go
 	cd deploy/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd . \
+		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd-probe ./probe \
 		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcdctl go.etcd.io/etcd/etcdctl/v3 \
 		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcdutl go.etcd.io/etcd/etcdutl/v3
 
@@ -115,3 +116,8 @@ down:
 down-volumes:
 	$(COMPOSE) down --remove-orphans --volumes
 	rm -rf deploy/compose/.keys
+
+# The compose cluster end to end (e2e/compose_test.go): images, up, the
+# tour, faults, backup and restore, down; under 10 minutes on 2 cores.
+compose-e2e: images
+	$(GO) test -count=1 -timeout 20m -tags 'e2e compose' -run '^TestComposeEndToEnd$$' -v ./e2e/
