@@ -56,7 +56,7 @@ type app struct {
 	// apiKeyFile, when set, holds the key.
 	apiKey     string
 	apiKeyFile string
-	tls    tlsconfig.Files
+	tls        tlsconfig.Files
 	// runBench runs a benchmark; tests replace it.
 	runBench func(context.Context, bench.Config) (*bench.Results, error)
 }
