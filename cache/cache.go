@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,10 @@ type Config struct {
 	// catches up from history (or by a Reset) without delaying others.
 	// Zero means 128.
 	SubscriberQueue int
+	// SSEWriteTimeout bounds how long a Server-Sent Events client may
+	// leave a write unread before its connection is closed (it resumes
+	// by reconnecting with its last event id); zero means 30 s.
+	SSEWriteTimeout time.Duration
 	// ResetCacheEntries bounds how many encoded Resets (one per tenant,
 	// prefixes, view and revision) the node keeps for reconnect storms;
 	// zero means 64.
@@ -102,6 +107,9 @@ func (c *Config) setDefaults() error {
 	if c.EventsBatchBytes == 0 {
 		c.EventsBatchBytes = 1 << 20
 	}
+	if c.SSEWriteTimeout == 0 {
+		c.SSEWriteTimeout = 30 * time.Second
+	}
 	if c.SubscriberQueue == 0 {
 		c.SubscriberQueue = 128
 	}
@@ -125,7 +133,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: history bounds must not be negative", ErrBadRequest)
 	case c.ProgressInterval < 0 || c.ProgressInterval > 10*time.Second:
 		return fmt.Errorf("%w: progress interval %s must be in (0, 10s]", ErrBadRequest, c.ProgressInterval)
-	case c.ResetChunkBytes < 0 || c.EventsBatchBytes < 0 || c.SyncWait < 0 || c.StallTimeout < 0 || c.SubscriberQueue < 0 || c.ResetCacheEntries < 0 || c.ResetCacheMaxBytes < 0 ||
+	case c.ResetChunkBytes < 0 || c.EventsBatchBytes < 0 || c.SyncWait < 0 || c.StallTimeout < 0 || c.SSEWriteTimeout < 0 || c.SubscriberQueue < 0 || c.ResetCacheEntries < 0 || c.ResetCacheMaxBytes < 0 ||
 		c.MaxSubscriptionsPerTenant < 0 || c.MaxSubscriptionsPerConn < 0:
 		return fmt.Errorf("%w: sizes and durations must not be negative", ErrBadRequest)
 	}
@@ -144,6 +152,8 @@ type Cache struct {
 
 	resetCache  *lru.Cache[string, []*outMsg]
 	resetFlight singleflight.Group
+	// ssePool writes to the SSE connections taken over from HTTP/1.1.
+	ssePool *ssePool
 
 	mu     sync.RWMutex
 	shards map[string]*shardState
@@ -194,6 +204,7 @@ func New(store *meta.Store, clients *meta.Clients, cfg Config) (*Cache, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 	}
+	c.ssePool = newSSEPool(c, runtime.GOMAXPROCS(0))
 	c.wg.Add(1)
 	go c.run()
 	return c, nil
@@ -352,6 +363,7 @@ func (c *Cache) Close() {
 	c.cancel()
 	c.wg.Wait()
 	c.subsWG.Wait()
+	c.ssePool.close()
 }
 
 func (c *Cache) shard(id string) *shardState {

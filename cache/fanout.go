@@ -107,6 +107,11 @@ type outMsg struct {
 	// reset, when set, is the view a final Reset chunk leaves the
 	// subscriber holding.
 	reset view
+
+	// sse is the message as a Server-Sent Event, encoded once, at the
+	// first SSE connection it goes to.
+	sseOnce sync.Once
+	sse     []byte
 }
 
 // newOutMsg encodes m.

@@ -20,17 +20,22 @@ import (
 	"github.com/confetti-io/confetti/internal/wire"
 )
 
-// A sink is the sending side of one Subscribe or SubscribeMany stream.
-// Groups queue frames to it without blocking (a full queue marks the
-// frame's subscriptions lagging), the stream's subscriptions queue their
-// own catch-up, waiting for room, and the stream's goroutine sends the
-// frames in order.
+// A sink is the sending side of one stream: Subscribe, SubscribeMany, or
+// a Server-Sent Events connection. Groups queue frames to it without
+// blocking (a full queue marks the frame's subscriptions lagging), the
+// stream's subscriptions queue their own catch-up, waiting for room, and
+// the frames are sent in order: by the stream's goroutine (run), or, on
+// an SSE connection taken over from HTTP, by the node's writer pool.
 type sink struct {
 	stream grpc.ServerStream
 	// many is set on a SubscribeMany stream: every message names its
 	// subscriptions.
 	many  bool
 	limit int
+	// out, when set, sends instead of stream (SSE over HTTP/2); sse, when
+	// set, is the connection the writer pool sends to.
+	out sender
+	sse *sseConn
 
 	mu    sync.Mutex
 	q     []frame
@@ -39,6 +44,14 @@ type sink struct {
 	// sender next takes frames.
 	room chan struct{}
 	wake chan struct{}
+	// scheduled is set, on an SSE connection, while the sink waits for or
+	// holds a writer of the pool.
+	scheduled bool
+}
+
+// sender sends a batch of frames in order.
+type sender interface {
+	send(batch []frame) error
 }
 
 // frame is one message for one subscription (sub) or several (subs).
@@ -60,11 +73,73 @@ func (k *sink) offer(f frame) bool {
 		return false
 	}
 	k.q = append(k.q, f)
+	if k.sse != nil {
+		schedule := !k.scheduled
+		k.scheduled = true
+		k.mu.Unlock()
+		if schedule {
+			k.sse.pool.schedule(k)
+		}
+		return true
+	}
 	k.mu.Unlock()
 	select {
 	case k.wake <- struct{}{}:
 	default:
 	}
+	return true
+}
+
+// take removes the queued frames for sending, making room for waiting
+// subscriptions. The batch's slice belongs to the caller until it hands
+// it back by sent or release.
+func (k *sink) take() []frame {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	batch := k.q
+	k.q, k.spare = k.spare[:0], nil
+	if k.room != nil {
+		close(k.room)
+		k.room = nil
+	}
+	return batch
+}
+
+// sent accounts for a sent batch and keeps its slice for the next.
+func (k *sink) sent(batch []frame, c *Cache) {
+	for _, f := range batch {
+		n := 1
+		if f.sub != nil {
+			f.sub.delivered(f.msg)
+		} else {
+			n = len(f.subs)
+			for _, s := range f.subs {
+				s.delivered(f.msg)
+			}
+		}
+		c.metrics.messagesOut.Inc()
+		c.metrics.eventsOut.Add(float64(n * f.msg.events))
+		c.metrics.bytesOut.Add(float64(n * len(f.msg.body)))
+	}
+	clear(batch)
+	k.mu.Lock()
+	k.spare = batch[:0]
+	k.mu.Unlock()
+}
+
+// release ends a pool writer's hold on the sink if nothing is queued,
+// keeping the empty batch's slice for the next; it reports whether the
+// sink was released.
+func (k *sink) release(batch []frame) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.spare == nil {
+		k.spare = batch[:0]
+	}
+	if len(k.q) > 0 {
+		return false
+	}
+	k.scheduled = false
 	return true
 }
 
@@ -92,35 +167,39 @@ func (k *sink) put(ctx context.Context, f frame) error {
 
 // run sends queued frames until ctx ends or a send fails.
 func (k *sink) run(ctx context.Context, c *Cache) error {
+	out := k.out
+	if out == nil {
+		out = k
+	}
 	for {
 		select {
 		case <-k.wake:
 		case <-ctx.Done():
 			return nil
 		}
-		k.mu.Lock()
-		batch := k.q
-		k.q = k.spare[:0]
-		if k.room != nil {
-			close(k.room)
-			k.room = nil
+		batch := k.take()
+		if err := out.send(batch); err != nil {
+			return err
 		}
-		k.mu.Unlock()
-		for i := range batch {
-			if err := k.send(batch[i], c); err != nil {
-				return err
-			}
-		}
-		clear(batch)
-		k.spare = batch[:0]
+		k.sent(batch, c)
 	}
 }
 
-// send sends one frame: the encoded message, and on a SubscribeMany
+// send sends frames on the gRPC stream.
+func (k *sink) send(batch []frame) error {
+	for _, f := range batch {
+		if err := k.sendFrame(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendFrame sends one frame: the encoded message, and on a SubscribeMany
 // stream the ids of its subscriptions. Two encoded messages of one type
 // concatenated are one message with the fields of both, so the body is
 // carried as is, behind the ids.
-func (k *sink) send(f frame, c *Cache) error {
+func (k *sink) sendFrame(f frame) error {
 	resp := &confettipb.SubscribeResponse{}
 	if k.many {
 		if f.sub != nil {
@@ -133,22 +212,7 @@ func (k *sink) send(f frame, c *Cache) error {
 		}
 	}
 	resp.ProtoReflect().SetUnknown(f.msg.body)
-	if err := k.stream.SendMsg(resp); err != nil {
-		return err
-	}
-	n := 1
-	if f.sub != nil {
-		f.sub.delivered(f.msg)
-	} else {
-		n = len(f.subs)
-		for _, s := range f.subs {
-			s.delivered(f.msg)
-		}
-	}
-	c.metrics.messagesOut.Inc()
-	c.metrics.eventsOut.Add(float64(n * f.msg.events))
-	c.metrics.bytesOut.Add(float64(n * len(f.msg.body)))
-	return nil
+	return k.stream.SendMsg(resp)
 }
 
 // enter counts an open stream and returns its context, also ended when

@@ -39,7 +39,7 @@ import (
 //
 // The key is everything after "/kv/", percent-decoded, slashes and a
 // leading slash included: /v1/tenants/acme/kv//routes/1 is key
-// "/routes/1". Every error, on every route, is the JSON object httpError.
+// "/routes/1". Every error, on every route, is the JSON object apijson.Error.
 
 // kvPathPattern matches every path under a tenant's /kv/.
 const kvPathPattern = "/v1/tenants/{tenant}/kv/{key=**}"
@@ -176,28 +176,9 @@ func httpHeaderMatcher(key string) (string, bool) {
 	return runtime.DefaultHeaderMatcher(key)
 }
 
-// httpError is the body of every error reply.
-type httpError struct {
-	// Error is the gRPC status message: what went wrong and what to do.
-	Error string `json:"error"`
-	// Code is the HTTP status, repeated for clients that only keep bodies.
-	Code int `json:"code"`
-	// GRPCCode is the name of the gRPC code ("FailedPrecondition").
-	GRPCCode string `json:"grpc_code"`
-}
-
-// HTTPStatusFromCode is the HTTP status of a gRPC code on the HTTP API.
-// It is grpc-gateway's mapping except for FailedPrecondition, which is
-// 409 Conflict rather than 400: on this API it means the request lost
-// against the current state (a compare-and-swap whose mod revision is
-// stale, no active shard to place a tenant on), not that the request was
-// malformed. Aborted (a release edited concurrently) is 409 as well.
-func HTTPStatusFromCode(code codes.Code) int {
-	if code == codes.FailedPrecondition {
-		return http.StatusConflict
-	}
-	return runtime.HTTPStatusFromCode(code)
-}
+// HTTPStatusFromCode is the HTTP status of a gRPC code on the HTTP API
+// (apijson.HTTPStatus).
+func HTTPStatusFromCode(code codes.Code) int { return apijson.HTTPStatus(code) }
 
 // httpErrorHandler writes err as an httpError with its HTTP status. A
 // runtime.HTTPStatusError keeps its own status.
@@ -229,20 +210,11 @@ func httpRoutingErrorHandler(_ context.Context, _ *runtime.ServeMux, _ runtime.M
 }
 
 func writeHTTPError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
-	h := w.Header()
-	h.Del("Trailer")
-	h.Del("Transfer-Encoding")
-	h.Del("ETag")
-	writeJSON(w, httpStatus, httpError{Error: msg, Code: httpStatus, GRPCCode: code.String()})
+	apijson.WriteErrorStatus(w, httpStatus, code, msg)
 }
 
 // writeJSON writes v as the JSON body of a reply with httpStatus.
-func writeJSON(w http.ResponseWriter, httpStatus int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(httpStatus)
-	apijson.Encode(w, v)
-}
+func writeJSON(w http.ResponseWriter, httpStatus int, v any) { apijson.WriteJSON(w, httpStatus, v) }
 
 // httpKV serves the plain KV routes.
 type httpKV struct {

@@ -134,7 +134,7 @@ func (r reply) wantError(t *testing.T, code int, grpcCode string, parts ...strin
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("error Content-Type %q, want application/json", ct)
 	}
-	var e httpError
+	var e apijson.Error
 	dec := json.NewDecoder(bytes.NewReader(r.body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
@@ -697,7 +697,7 @@ func TestHTTPStatusFromCodeMakesConflictsConflicts(t *testing.T) {
 			if w.Code != tt.want {
 				t.Fatalf("status %d, want %d", w.Code, tt.want)
 			}
-			var e httpError
+			var e apijson.Error
 			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != tt.want || e.Error != tt.err.Error() {
 				t.Fatalf("body %s (%v), want code %d and error %q", w.Body, err, tt.want, tt.err)
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/confetti-io/confetti/cache"
+	"github.com/confetti-io/confetti/internal/auth"
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/internal/serve"
 )
@@ -19,6 +21,7 @@ func newCacheCommand(a *app) *cobra.Command {
 		rf        roleFlags
 		cfg       cache.Config
 		advertise string
+		httpAddr  string
 	)
 	cmd := &cobra.Command{
 		Use:   "cache",
@@ -31,7 +34,7 @@ and interchangeable: a token from one is valid on all.`,
   confetti cache --config-file cache.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.runRole(cmd.Context(), "cache", &rf, func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry) (roleParts, error) {
+			return a.runRole(cmd.Context(), "cache", &rf, func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry, authn *auth.Authenticator) (roleParts, error) {
 				cfg.Logger = lg.Named("cache")
 				cfg.Registerer = reg
 				c, err := cache.New(store, clients, cfg)
@@ -39,7 +42,11 @@ and interchangeable: a token from one is valid on all.`,
 					return roleParts{}, err
 				}
 				started := func(addrs serve.Addrs) { c.Advertise(advertiseAddr(advertise, addrs.GRPC)) }
-				return roleParts{register: c.Register, ready: c.Readiness, degraded: c.Unavailable, drain: c.Close, started: started}, nil
+				parts := roleParts{register: c.Register, ready: c.Readiness, degraded: c.Unavailable, drain: c.Close, started: started, gatewayAddr: httpAddr}
+				if httpAddr != "" {
+					parts.gateway = func(string) (http.Handler, func(), error) { return c.HTTPHandler(authn), func() {}, nil }
+				}
+				return parts, nil
 			})
 		},
 	}
@@ -47,11 +54,13 @@ and interchangeable: a token from one is valid on all.`,
 	fs := cmd.Flags()
 	rf.register(fs, "127.0.0.1:7710", "127.0.0.1:7791")
 	fs.StringVar(&cfg.NodeName, "node-name", "", "name of this node in status and logs (default: the host name)")
+	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:7716", "HTTP address of the Server-Sent Events door (GET /v1/tenants/{tenant}/subscribe); :7716 listens on every interface; empty disables it")
 	fs.StringVar(&advertise, "advertise-addr", "", "gRPC address proxies reach this node at, registered in meta for release status (default: the listen address, with the host name when it listens on every interface)")
 	fs.IntVar(&cfg.HistoryMaxEvents, "history-max-events", 100000, "events of history kept per shard for resuming subscribers")
 	fs.Int64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 64<<20, "bytes of history kept per shard for resuming subscribers")
 	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", 2*time.Second, "longest a subscriber goes without a message: idle ones get a bookmark this often, and clients that hear nothing for 3 intervals fail over (the contract allows at most 10s)")
 	fs.IntVar(&cfg.SubscriberQueue, "subscriber-queue", 128, "messages queued per subscription stream; a stream whose client reads slower has its subscriptions caught up from history instead")
+	fs.DurationVar(&cfg.SSEWriteTimeout, "sse-write-timeout", 30*time.Second, "longest a Server-Sent Events client may leave a write unread before its connection is closed (it resumes with Last-Event-ID)")
 	fs.IntVar(&cfg.MaxSubscriptionsPerTenant, "max-subscriptions-per-tenant", 100000, "open subscriptions of one tenant on this node")
 	fs.IntVar(&cfg.MaxSubscriptionsPerConn, "max-subscriptions-per-conn", 20000, "open subscriptions over one client connection, all its streams together")
 	return cmd

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,7 @@ func (l devLayout) cache(i int) string        { return l.addr(10 + i) }
 func (l devLayout) proxyHTTP() string         { return l.addr(1) }
 func (l devLayout) proxyMetrics() string      { return l.addr(90) }
 func (l devLayout) cacheMetrics(i int) string { return l.addr(91 + i) }
+func (l devLayout) cacheHTTP(i int) string    { return l.addr(16 + i) }
 func (l devLayout) gateway() string           { return l.addr(30) }
 func (l devLayout) gatewayMetrics() string    { return l.addr(93) }
 func (l devLayout) backend(i int) string      { return l.addr(31 + i) }
@@ -206,7 +208,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	proxyClients := meta.NewClients(store, secrets.etcdConfig)
 	stack.push(proxyClients.Close)
 	proxyReg := newRegistry()
-	proxyAuth, err := devServerOptions(store, lg.Named("proxy-auth"), proxyReg)
+	proxyAuth, _, err := devServerOptions(store, lg.Named("proxy-auth"), proxyReg)
 	if err != nil {
 		return err
 	}
@@ -244,7 +246,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 		clients := meta.NewClients(store, secrets.etcdConfig)
 		stack.push(clients.Close)
 		reg := newRegistry()
-		cacheAuth, err := devServerOptions(store, lg.Named(fmt.Sprintf("cache-%d-auth", i)), reg)
+		cacheAuth, cacheAuthn, err := devServerOptions(store, lg.Named(fmt.Sprintf("cache-%d-auth", i)), reg)
 		if err != nil {
 			return err
 		}
@@ -272,6 +274,9 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 			return err
 		}
 		c.Register(srv.GRPC())
+		if err := srv.SetGateway(layout.cacheHTTP(i), func(string) (http.Handler, func(), error) { return c.HTTPHandler(cacheAuthn), func() {}, nil }); err != nil {
+			return err
+		}
 		cacheAddrs[i], err = srv.Start()
 		stack.push(stopServer(srv))
 		if err != nil {
@@ -482,6 +487,7 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 	row("proxy HTTP", "http://"+proxy.Gateway, "HTTP/JSON: /v1/tenants, /v1/tenants/{tenant}/kv/{key}, ...")
 	for i, c := range caches {
 		row(fmt.Sprintf("cache %d", i), c.GRPC, "gRPC: Cache (Subscribe, SubscribeMany, Range, Status)")
+		row(fmt.Sprintf("cache %d SSE", i), "http://"+c.Gateway, "Server-Sent Events: GET /v1/tenants/{tenant}/subscribe")
 	}
 	row("gateway", "http://"+gw.addr, "HTTP: routes of tenant demo, /__confetti/status")
 	for i, addr := range gw.backends {

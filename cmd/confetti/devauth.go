@@ -140,10 +140,10 @@ func ensureDevKey(ctx context.Context, store *meta.Store, key, tenant string, ro
 }
 
 // devServerOptions check API keys on one of dev's gRPC servers.
-func devServerOptions(store *meta.Store, lg *zap.Logger, reg prometheus.Registerer) ([]grpc.ServerOption, error) {
+func devServerOptions(store *meta.Store, lg *zap.Logger, reg prometheus.Registerer) ([]grpc.ServerOption, *auth.Authenticator, error) {
 	a, err := auth.New(store, auth.Config{Logger: lg, Registerer: reg})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return a.ServerOptions(), nil
+	return a.ServerOptions(), a, nil
 }

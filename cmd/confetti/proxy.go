@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/confetti-io/confetti/internal/auth"
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/internal/tlsconfig"
 	"github.com/confetti-io/confetti/shardproxy"
@@ -33,7 +34,7 @@ to its shard. --http-addr serves the same API as HTTP/JSON.`,
   confetti proxy --config-file proxy.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.runRole(cmd.Context(), "proxy", &rf, func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry) (roleParts, error) {
+			return a.runRole(cmd.Context(), "proxy", &rf, func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry, _ *auth.Authenticator) (roleParts, error) {
 				cfg.Logger = lg.Named("proxy")
 				cfg.Registerer = reg
 				var err error

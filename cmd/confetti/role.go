@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/confetti-io/confetti/internal/auth"
 	"github.com/confetti-io/confetti/internal/buildinfo"
 	"github.com/confetti-io/confetti/internal/etcdauth"
 	"github.com/confetti-io/confetti/internal/meta"
@@ -73,7 +74,7 @@ func newRegistry() *prometheus.Registry {
 // runRole runs a server role against real etcd clusters until ctx ends:
 // a meta client, store and shard clients, the role built by build, and
 // its gRPC and metrics servers; then it stops them in reverse order.
-func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry) (roleParts, error)) error {
+func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func(lg *zap.Logger, store *meta.Store, clients *meta.Clients, reg *prometheus.Registry, authn *auth.Authenticator) (roleParts, error)) error {
 	lg, err := newLogger(a.errOut, f.logLevel, false)
 	if err != nil {
 		return err
@@ -100,7 +101,7 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 	defer clients.Close()
 
 	reg := newRegistry()
-	sopts, err := f.listen.serverOptions(store, lg, reg)
+	sopts, authn, err := f.listen.serverOptions(store, lg, reg)
 	if err != nil {
 		return err
 	}
@@ -133,7 +134,7 @@ func (a *app) runRole(ctx context.Context, name string, f *roleFlags, build func
 	if err != nil {
 		return err
 	}
-	parts, err = build(lg, store, clients, reg)
+	parts, err = build(lg, store, clients, reg, authn)
 	if err != nil {
 		srv.Stop(context.Background())
 		return err

@@ -85,25 +85,26 @@ func (f *listenFlags) register(fs *pflag.FlagSet) {
 }
 
 // serverOptions are the gRPC server options of the flags: the API key
-// interceptors over store's key table, and TLS credentials.
-func (f *listenFlags) serverOptions(store *meta.Store, lg *zap.Logger, reg prometheus.Registerer) ([]grpc.ServerOption, error) {
+// interceptors over store's key table, and TLS credentials; and the
+// authenticator, for the role's other front doors (nil with --auth=false).
+func (f *listenFlags) serverOptions(store *meta.Store, lg *zap.Logger, reg prometheus.Registerer) ([]grpc.ServerOption, *auth.Authenticator, error) {
 	var opts []grpc.ServerOption
 	tlsCfg, err := tlsconfig.Server(f.tls)
 	if err != nil {
-		return nil, fmt.Errorf("--cert/--key/--cacert: %w", err)
+		return nil, nil, fmt.Errorf("--cert/--key/--cacert: %w", err)
 	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
 	if !f.auth {
 		lg.Warn("serving without API keys (--auth=false): every caller may do everything")
-		return opts, nil
+		return opts, nil, nil
 	}
 	a, err := auth.New(store, auth.Config{Logger: lg.Named("auth"), Registerer: reg})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return append(opts, a.ServerOptions()...), nil
+	return append(opts, a.ServerOptions()...), a, nil
 }
 
 // clientTLS is the TLS configuration the client verbs dial with, nil for

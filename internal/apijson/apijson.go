@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net/http"
 	"unicode/utf8"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/internal/rpcerr"
 )
 
 // KeyValue is one key. Value holds the value when it is valid UTF-8;
@@ -167,16 +173,20 @@ func NewEvents(evs *pb.Events) Events {
 }
 
 // Reset is the whole state of a subscription at Token, replacing what the
-// client holds.
+// client holds. A large state comes in chunks, numbered by Chunk: the
+// client applies them together when it has the one with Last set, which
+// alone carries the token.
 type Reset struct {
-	Token string     `json:"token"`
+	Token string     `json:"token,omitempty"`
 	Kvs   []KeyValue `json:"kvs"`
+	Chunk int32      `json:"chunk,omitempty"`
+	Last  bool       `json:"last"`
 }
 
 // NewReset is the JSON shape of a subscription's state: kvs gathered from
 // every chunk of a Reset, and its token.
 func NewReset(kvs []*pb.KeyValue, token string) Reset {
-	return Reset{Token: token, Kvs: NewKeyValues(kvs, false)}
+	return Reset{Token: token, Kvs: NewKeyValues(kvs, false), Last: true}
 }
 
 // Marshal encodes v as one line of JSON, with a final newline and without
@@ -207,4 +217,98 @@ type Message struct {
 	Reset    *Reset    `json:"reset,omitempty"`
 	Events   *Events   `json:"events,omitempty"`
 	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Error is the body of every error reply of Confetti's HTTP APIs.
+type Error struct {
+	Error string `json:"error"`
+	// Code is the HTTP status.
+	Code int `json:"code"`
+	// GRPCCode is the name of the gRPC code ("FailedPrecondition").
+	GRPCCode string `json:"grpc_code"`
+}
+
+// HTTPStatus is the HTTP status of a gRPC code on Confetti's HTTP APIs.
+// It is grpc-gateway's mapping except for FailedPrecondition, which is
+// 409 Conflict rather than 400: on these APIs it means the request lost
+// against the current state (a compare-and-swap whose mod revision is
+// stale, no active shard to place a tenant on), not that the request was
+// malformed. Aborted (a release edited concurrently) is 409 as well.
+func HTTPStatus(code codes.Code) int {
+	if code == codes.FailedPrecondition {
+		return http.StatusConflict
+	}
+	return runtime.HTTPStatusFromCode(code)
+}
+
+// WriteError writes err as an Error with the HTTP status of its gRPC
+// code (errors of package rpcerr carry theirs).
+func WriteError(w http.ResponseWriter, err error) {
+	s := status.Convert(rpcerr.Status(err))
+	WriteErrorStatus(w, HTTPStatus(s.Code()), s.Code(), s.Message())
+}
+
+// WriteErrorStatus writes an Error with httpStatus.
+func WriteErrorStatus(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
+	h := w.Header()
+	h.Del("Trailer")
+	h.Del("Transfer-Encoding")
+	h.Del("ETag")
+	WriteJSON(w, httpStatus, Error{Error: msg, Code: httpStatus, GRPCCode: code.String()})
+}
+
+// WriteJSON writes v as the JSON body of a reply with httpStatus.
+func WriteJSON(w http.ResponseWriter, httpStatus int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(httpStatus)
+	Encode(w, v)
+}
+
+// Proto is the KeyValue a subscriber of the gRPC door would have got.
+func (k KeyValue) Proto() *pb.KeyValue {
+	out := &pb.KeyValue{Key: k.Key, CreateRevision: k.CreateRevision, ModRevision: k.ModRevision, Version: k.Version, Lease: k.Lease}
+	switch {
+	case k.Value != nil:
+		out.Value = []byte(*k.Value)
+	case k.ValueBase64 != nil:
+		out.Value = k.ValueBase64
+	}
+	if k.Kind != "" {
+		out.Kind = pb.KeyValue_Kind(pb.KeyValue_Kind_value[k.Kind])
+	}
+	if k.Item != nil {
+		out.Item = &pb.ItemRef{Item: k.Item.Item, Version: k.Item.Version, GrayId: k.Item.GrayID, ContentHash: k.Item.ContentHash}
+	}
+	return out
+}
+
+// Proto is the SubscribeResponse of a message in the shape of the gRPC
+// door: a client of the HTTP door and one of gRPC hold the same state.
+func (m Message) Proto() *pb.SubscribeResponse {
+	switch {
+	case m.Reset != nil:
+		r := &pb.Reset{Token: m.Reset.Token, Chunk: m.Reset.Chunk, Last: m.Reset.Last}
+		for _, kv := range m.Reset.Kvs {
+			r.Kvs = append(r.Kvs, kv.Proto())
+		}
+		return &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Reset_{Reset_: r}}
+	case m.Events != nil:
+		ev := &pb.Events{}
+		for _, t := range m.Events.Txns {
+			txn := &pb.Txn{Revision: t.Revision, Token: t.Token}
+			for _, e := range t.Events {
+				pe := &pb.Event{Type: pb.Event_Type(pb.Event_Type_value[e.Type]), Kv: e.Kv.Proto()}
+				if e.PrevKv != nil {
+					pe.PrevKv = e.PrevKv.Proto()
+				}
+				txn.Events = append(txn.Events, pe)
+			}
+			ev.Txns = append(ev.Txns, txn)
+		}
+		return &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Events{Events: ev}}
+	case m.Progress != nil:
+		return &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Progress{Progress: &pb.Progress{Token: m.Progress.Token}}}
+	}
+	return &pb.SubscribeResponse{}
 }

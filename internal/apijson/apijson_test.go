@@ -84,7 +84,7 @@ func TestShapes(t *testing.T) {
 				r := NewReset([]*pb.KeyValue{{Key: "a", Value: []byte("1"), CreateRevision: 2, ModRevision: 2, Version: 1}}, "t2")
 				return Message{Reset: &r}
 			}(),
-			want: `{"reset":{"token":"t2","kvs":[{"key":"a","value":"1","create_revision":2,"mod_revision":2,"version":1,"lease":"0"}]}}`,
+			want: `{"reset":{"token":"t2","kvs":[{"key":"a","value":"1","create_revision":2,"mod_revision":2,"version":1,"lease":"0"}],"last":true}}`,
 		},
 	}
 	for _, tt := range tests {

@@ -129,19 +129,23 @@ func New(keys Keys, cfg Config) (*Authenticator, error) {
 func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get(MetadataKey)
-	switch {
-	case len(vals) == 0 || (len(vals) == 1 && vals[0] == ""):
-		a.metrics.denied.WithLabelValues("missing").Inc()
-		return Principal{}, fmt.Errorf("%w: pass it in the %s metadata (gRPC) or the %s header (HTTP); %s", ErrMissingKey, MetadataKey, HeaderName, howToGetAKey)
-	case len(vals) > 1:
-		a.metrics.denied.WithLabelValues("invalid").Inc()
-		return Principal{}, fmt.Errorf("%w: the request carries %d keys; send exactly one", ErrInvalidKey, len(vals))
+	switch len(vals) {
+	case 0:
+		return a.Verify("")
+	case 1:
+		return a.Verify(vals[0])
 	}
-	return a.Verify(vals[0])
+	a.metrics.denied.WithLabelValues("invalid").Inc()
+	return Principal{}, fmt.Errorf("%w: the request carries %d keys; send exactly one", ErrInvalidKey, len(vals))
 }
 
-// Verify checks a whole key (cft_<id>_<secret>) against the table.
+// Verify checks a whole key (cft_<id>_<secret>) against the table; an
+// empty key is a missing one.
 func (a *Authenticator) Verify(key string) (Principal, error) {
+	if key == "" {
+		a.metrics.denied.WithLabelValues("missing").Inc()
+		return Principal{}, fmt.Errorf("%w: pass it in the %s metadata (gRPC) or the %s header (HTTP); %s", ErrMissingKey, MetadataKey, HeaderName, howToGetAKey)
+	}
 	k, err := ParseKey(key)
 	if err != nil {
 		a.metrics.denied.WithLabelValues("invalid").Inc()
@@ -159,6 +163,29 @@ func (a *Authenticator) Verify(key string) (Principal, error) {
 		return Principal{}, fmt.Errorf("%w: key %s is unknown, revoked or has a wrong secret; %s", ErrInvalidKey, k.ID, howToGetAKey)
 	}
 	return Principal{KeyID: rec.ID, Tenant: rec.Tenant, Role: rec.Role, Name: rec.Name}, nil
+}
+
+// VerifyID checks that key id is still in the table (not revoked): for
+// credentials derived from a key that was verified earlier, such as a
+// subscribe ticket.
+func (a *Authenticator) VerifyID(id string) (Principal, error) {
+	rec, ok := a.keys.APIKey(id)
+	if !ok {
+		if err := a.keys.Loaded(); err != nil {
+			a.metrics.denied.WithLabelValues("not-loaded").Inc()
+			return Principal{}, err
+		}
+		a.metrics.denied.WithLabelValues("invalid").Inc()
+		return Principal{}, fmt.Errorf("%w: key %s is unknown or revoked; %s", ErrInvalidKey, id, howToGetAKey)
+	}
+	return Principal{KeyID: rec.ID, Tenant: rec.Tenant, Role: rec.Role, Name: rec.Name}, nil
+}
+
+// Track calls cancel when key id is revoked, until untrack is called: a
+// front door that does not go through the gRPC interceptors ends the
+// streams of a revoked key with it.
+func (a *Authenticator) Track(id string, cancel context.CancelCauseFunc) (untrack func()) {
+	return a.track(id, cancel)
 }
 
 // Authorize decides whether p may call fullMethod (a gRPC method name such
