@@ -254,9 +254,12 @@ func (c *child) run(in *bufio.Reader) int {
 		}
 		go func() {
 			defer c.done.Done()
-			if c.spec.Target == TargetEtcd || c.spec.Target == TargetGRPCProxy {
+			switch {
+			case c.spec.Target == TargetEtcd || c.spec.Target == TargetGRPCProxy:
 				c.watchEtcd(i)
-			} else {
+			case httpTarget(c.spec.Target):
+				c.subscribeSSE(i)
+			default:
 				c.subscribeCache(i)
 			}
 		}()

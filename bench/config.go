@@ -25,13 +25,20 @@ var Scenarios = []string{ScenarioFanout, ScenarioScale, ScenarioResume, Scenario
 // The fan-out targets.
 const (
 	TargetFloor     = "floor"
+	TargetTCPFloor  = "tcpfloor"
 	TargetConfetti  = "confetti"
+	TargetSSE       = "sse"
 	TargetEtcd      = "etcd"
 	TargetGRPCProxy = "grpcproxy"
 )
 
 // Targets lists every fan-out target, in the order a run measures them.
-var Targets = []string{TargetFloor, TargetConfetti, TargetEtcd, TargetGRPCProxy}
+var Targets = []string{TargetFloor, TargetTCPFloor, TargetConfetti, TargetSSE, TargetEtcd, TargetGRPCProxy}
+
+// httpTarget reports whether a target's subscribers read Server-Sent
+// Events over HTTP/1.1: a connection each, whatever the streams per
+// connection of the run.
+func httpTarget(t string) bool { return t == TargetSSE || t == TargetTCPFloor }
 
 // Config is one invocation of the harness. Zero values mean the documented
 // defaults, which depend on Quick and on the scenario.
@@ -45,7 +52,7 @@ type Config struct {
 	// scenarios. Empty means 1000,10000 for fanout, 50000 for scale and
 	// 10000 for resume and release (quick: 200, 400, 200 and 200).
 	N []int
-	// Targets of the fanout and scale scenarios. Empty means all four for
+	// Targets of the fanout and scale scenarios. Empty means all of Targets for
 	// fanout and confetti alone for scale.
 	Targets []string
 	// StreamsPerConn is how many subscriptions share one client connection

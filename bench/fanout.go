@@ -73,6 +73,10 @@ type FanoutResult struct {
 	// of etcd in the same run (0: not measured).
 	P99VsFloor float64 `json:"p99_vs_floor,omitempty"`
 	P99VsEtcd  float64 `json:"p99_vs_etcd,omitempty"`
+	// P99VsTCPFloor and CPUVsTCPFloor are the p99 latency and the server
+	// CPU per delivered event over those of tcpfloor in the same run.
+	P99VsTCPFloor float64 `json:"p99_vs_tcpfloor,omitempty"`
+	CPUVsTCPFloor float64 `json:"cpu_vs_tcpfloor,omitempty"`
 	Error      string  `json:"error,omitempty"`
 }
 
@@ -149,7 +153,15 @@ func (e *fanoutEnv) startTarget(ctx context.Context, name string, cacheNodes int
 		stops = append(stops, srv.stop)
 		tg.addrs = func(meta.Tenant) []string { return []string{srv.addr} }
 		tg.put = func(_ context.Context, t meta.Tenant, v string) error { f.Publish(t.Name, v); return nil }
-	case TargetConfetti:
+	case TargetTCPFloor:
+		f, err := StartTCPFloor()
+		if err != nil {
+			return nil, err
+		}
+		stops = append(stops, f.Close)
+		tg.addrs = func(meta.Tenant) []string { return []string{f.Addr()} }
+		tg.put = func(_ context.Context, t meta.Tenant, v string) error { f.Publish(t.Name, v); return nil }
+	case TargetConfetti, TargetSSE:
 		var addrs []string
 		for i := range cacheNodes {
 			n, err := e.startCacheNode(ctx, fmt.Sprintf("cache-%d", i+1))
@@ -157,7 +169,16 @@ func (e *fanoutEnv) startTarget(ctx context.Context, name string, cacheNodes int
 				return fail(err)
 			}
 			stops = append(stops, n.stop)
-			addrs = append(addrs, n.addr)
+			addr := n.addr
+			if name == TargetSSE {
+				a, stop, err := startHTTP(n.cache.HTTPHandler(nil))
+				if err != nil {
+					return fail(err)
+				}
+				stops = append(stops, stop)
+				addr = a
+			}
+			addrs = append(addrs, addr)
 		}
 		tg.addrs = func(meta.Tenant) []string { return addrs }
 	case TargetEtcd:
@@ -200,8 +221,12 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 		Scenario: scenario, Target: name, N: n, StreamsPerConn: perConn, Procs: procs,
 		Tenants: cfg.Tenants, Shards: cfg.Shards, Updates: cfg.Updates, Warmup: cfg.Warmup, IntervalMs: cfg.Interval.Milliseconds(),
 	}
-	if name == TargetConfetti {
+	if name == TargetConfetti || name == TargetSSE {
 		res.CacheNodes = cfg.CacheNodes
+	}
+	if httpTarget(name) {
+		perConn = 1
+		res.StreamsPerConn = 1
 	}
 	sched := schedule(cfg)
 	expect := make([]int64, cfg.Tenants)
@@ -349,7 +374,7 @@ func expectedOf(s childSpec) int64 {
 	return total
 }
 
-// ratios fills each result's p99 ratio to floor and to etcd among the
+// ratios fills each result's ratios to floor, tcpfloor and etcd among the
 // results of the same scenario, N and multiplexing.
 func ratios(rs []FanoutResult) {
 	for i := range rs {
@@ -362,6 +387,11 @@ func ratios(rs []FanoutResult) {
 				rs[i].P99VsFloor = rs[i].Latency.P99 / b.Latency.P99
 			case TargetEtcd:
 				rs[i].P99VsEtcd = rs[i].Latency.P99 / b.Latency.P99
+			case TargetTCPFloor:
+				rs[i].P99VsTCPFloor = rs[i].Latency.P99 / b.Latency.P99
+				if b.ServerCPUPerEvent > 0 {
+					rs[i].CPUVsTCPFloor = rs[i].ServerCPUPerEvent / b.ServerCPUPerEvent
+				}
 			}
 		}
 	}

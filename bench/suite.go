@@ -138,6 +138,10 @@ func (h *harness) fanoutScenario(ctx context.Context, e *fanoutEnv, scenario str
 				if ctx.Err() != nil {
 					return
 				}
+				if httpTarget(t) && perConn > 1 {
+					// HTTP/1.1 carries one stream per connection.
+					continue
+				}
 				r, err := h.runFanout(ctx, e, scenario, t, n, perConn)
 				if err != nil {
 					r.Error = h.failed(fmt.Sprintf("%s %s N=%d streams/conn=%d", scenario, t, n, perConn), err)

@@ -309,6 +309,14 @@ func encodeSSE(body []byte) []byte {
 	if err := proto.Unmarshal(body, &resp); err != nil {
 		return nil
 	}
+	return SSEEvent(&resp)
+}
+
+// SSEEvent is a subscription message as the event the SSE door sends:
+// its name (reset, events or progress), its id (the token that resumes
+// after it) and its data in the HTTP API's JSON shape; nil for a message
+// of no known kind.
+func SSEEvent(resp *confettipb.SubscribeResponse) []byte {
 	var (
 		name, id string
 		data     any

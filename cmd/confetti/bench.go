@@ -25,8 +25,11 @@ results.json, results.md and PNG plots to --out, or to a new temporary
 directory whose path is printed at the end.
 
   fanout   one writer, N subscribers, through each target: floor (bare gRPC
-           fan-out, no store), confetti (cache nodes), etcd (watchers on
-           etcd), grpcproxy (watchers through etcd's grpc-proxy)
+           fan-out, no store), tcpfloor (bare TCP writes of the SSE bytes,
+           a connection each), confetti (cache nodes), sse (the cache
+           nodes' Server-Sent Events door, a connection each), etcd
+           (watchers on etcd), grpcproxy (watchers through etcd's
+           grpc-proxy)
   scale    the fan-out at N up to 50,000 (confetti by default), subscribers
            over several processes and 127.0.0.x source addresses
   resume   N subscribers on cache node 1, node 1 stopped: time until all

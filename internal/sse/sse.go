@@ -36,8 +36,14 @@ type Reader struct {
 	Retry int
 }
 
-// NewReader reads events from r.
-func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 64<<10)} }
+// NewReader reads events from r, through a buffer of 64 KiB unless r is
+// already buffered.
+func NewReader(r io.Reader) *Reader {
+	if br, ok := r.(*bufio.Reader); ok {
+		return &Reader{r: br}
+	}
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10)}
+}
 
 // Next returns the next event; io.EOF when the stream ended between
 // events.
