@@ -77,7 +77,7 @@ type FanoutResult struct {
 	// CPU per delivered event over those of tcpfloor in the same run.
 	P99VsTCPFloor float64 `json:"p99_vs_tcpfloor,omitempty"`
 	CPUVsTCPFloor float64 `json:"cpu_vs_tcpfloor,omitempty"`
-	Error      string  `json:"error,omitempty"`
+	Error         string  `json:"error,omitempty"`
 }
 
 // fanoutEnv is the cluster of the fan-out scenarios, and the etcd
