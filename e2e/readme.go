@@ -246,6 +246,7 @@ var normalizers = []struct {
 	repl string
 }{
 	{regexp.MustCompile(`token=\S+`), "token=<TOKEN>"},
+	{regexp.MustCompile(`^id: \S+$`), "id: <TOKEN>"},
 	{regexp.MustCompile(`"token":\s*"[^"]*"`), `"token":"<TOKEN>"`},
 	{regexp.MustCompile(`\b(rev|revision|mod_revision|create_revision)([=: ]|: | is )\d+`), "$1$2<REV>"},
 	{regexp.MustCompile(`"(revision|mod_revision|create_revision)":\s*"?\d+"?`), `"$1":<REV>`},
