@@ -62,6 +62,8 @@ type childSpec struct {
 	First          int           `json:"first"`
 	Subscribers    int           `json:"subscribers"`
 	StreamsPerConn int           `json:"streams_per_conn"`
+	// DistinctViews gives each subscriber a view of its own (viewPrefix).
+	DistinctViews bool `json:"distinct_views,omitempty"`
 	// LocalIP is the source address of every connection; empty means the
 	// system's choice.
 	LocalIP string `json:"local_ip,omitempty"`
@@ -224,6 +226,20 @@ func newChild(spec childSpec, out io.Writer) *child {
 		perAddr[a]++
 	}
 	return c
+}
+
+// view names subscriber i's own view, unique over every process of the
+// run.
+func (c *child) view(i int) string { return strconv.Itoa(c.spec.First + i) }
+
+// prefixes are what subscriber i subscribes to: its tenant's tick key,
+// and with distinct views a prefix of its own that nothing is written
+// under.
+func (c *child) prefixes(i int) []string {
+	if c.spec.DistinctViews {
+		return []string{tickKey, "view/" + c.view(i) + "/"}
+	}
+	return []string{tickKey}
 }
 
 // place returns subscriber i's tenant and first address.
@@ -501,6 +517,12 @@ func (c *child) watchEtcd(i int) {
 			opts = append(opts, clientv3.WithRev(next))
 		}
 		err := errors.New("watch closed")
+		if c.spec.DistinctViews {
+			// A range that holds the tick key alone, and ends where no
+			// other subscriber's does: etcd's grpc-proxy shares a watch
+			// between watchers of the same range only.
+			opts = append(opts, clientv3.WithRange(s.tenant.Key+"\x00"+c.view(i)))
+		}
 		for wr := range cli.Watch(c.ctx, s.tenant.Key, opts...) {
 			if err = wr.Err(); err != nil {
 				break
@@ -572,7 +594,7 @@ func (c *child) subscribeCache(i int) {
 func (c *child) stream(i int, addr string, token *string, resuming bool) (done bool, err error) {
 	s := &c.subs[i]
 	h := &cacheSub{c: c, i: i, token: token, resuming: resuming}
-	start := &confettipb.Start{Tenant: s.tenant.Name, Prefixes: []string{tickKey}, Token: *token}
+	start := &confettipb.Start{Tenant: s.tenant.Name, Prefixes: c.prefixes(i), Token: *token}
 	if err := c.subscription(i, addr, start, h.handle); err != nil {
 		return false, err
 	}

@@ -60,6 +60,12 @@ type Config struct {
 	// is one connection per subscriber. Empty means 100,1 for fanout and
 	// 100 for scale and resume.
 	StreamsPerConn []int
+	// DistinctViews gives every subscription a view of its own (its
+	// tenant's tick key and a prefix no other subscription names), so
+	// that no target can send one message for several subscriptions of
+	// a connection; false subscribes every subscription of a tenant to
+	// the same key.
+	DistinctViews bool
 	// Interval is the time between two updates. Zero means 1s (quick:
 	// 100ms). An interval shorter than one fan-out measures a saturated
 	// target.

@@ -21,8 +21,11 @@ import (
 // FanoutResult is one fan-out run: one target, N subscribers, one
 // multiplexing setting.
 type FanoutResult struct {
-	Scenario       string `json:"scenario"`
-	Target         string `json:"target"`
+	Scenario string `json:"scenario"`
+	Target   string `json:"target"`
+	// Views is "same" (a tenant's subscribers share one view) or
+	// "distinct" (every subscription has its own).
+	Views          string `json:"views"`
 	N              int    `json:"n"`
 	StreamsPerConn int    `json:"streams_per_conn"`
 	Conns          int    `json:"conns"`
@@ -218,7 +221,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 	cfg := h.cfg
 	procs := cfg.procsFor(scenario, n)
 	res = FanoutResult{
-		Scenario: scenario, Target: name, N: n, StreamsPerConn: perConn, Procs: procs,
+		Scenario: scenario, Target: name, N: n, StreamsPerConn: perConn, Procs: procs, Views: viewsName(cfg.DistinctViews),
 		Tenants: cfg.Tenants, Shards: cfg.Shards, Updates: cfg.Updates, Warmup: cfg.Warmup, IntervalMs: cfg.Interval.Milliseconds(),
 	}
 	if name == TargetConfetti || name == TargetSSE {
@@ -240,7 +243,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 	}
 	defer tg.stop()
 
-	base := childSpec{Mode: modeFanout, Target: name, StreamsPerConn: perConn, DrainTimeout: cfg.DrainTimeout}
+	base := childSpec{Mode: modeFanout, Target: name, StreamsPerConn: perConn, DistinctViews: cfg.DistinctViews, DrainTimeout: cfg.DrainTimeout}
 	for i, t := range e.tenants {
 		base.Tenants = append(base.Tenants, childTenant{Name: t.Name, Key: keys.KV(t.Name) + tickKey, Addrs: tg.addrs(t), Expect: expect[i]})
 	}
@@ -379,7 +382,7 @@ func expectedOf(s childSpec) int64 {
 func ratios(rs []FanoutResult) {
 	for i := range rs {
 		for _, b := range rs {
-			if b.Scenario != rs[i].Scenario || b.N != rs[i].N || b.StreamsPerConn != rs[i].StreamsPerConn || b.Latency.P99 == 0 || b.Error != "" {
+			if b.Scenario != rs[i].Scenario || b.N != rs[i].N || b.StreamsPerConn != rs[i].StreamsPerConn || b.Views != rs[i].Views || b.Latency.P99 == 0 || b.Error != "" {
 				continue
 			}
 			switch b.Target {
@@ -395,4 +398,11 @@ func ratios(rs []FanoutResult) {
 			}
 		}
 	}
+}
+
+func viewsName(distinct bool) string {
+	if distinct {
+		return "distinct"
+	}
+	return "same"
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"github.com/confetti-io/confetti/api/confettipb"
@@ -17,30 +18,39 @@ type Floor struct {
 	confettipb.UnimplementedCacheServer
 
 	mu sync.Mutex
-	// subs holds, per tenant, each stream's queue and the ids of its
-	// subscriptions of the tenant (nil for a Subscribe stream).
-	subs map[string]map[chan *confettipb.SubscribeResponse][]int64
+	// subs holds, per tenant, each stream's views (its queue and the
+	// prefixes subscribed to) and the ids of the view's subscriptions
+	// (nil for a Subscribe stream): one message per view and stream.
+	subs map[string]map[floorView][]int64
 	rev  int64
+}
+
+// floorView is the subscriptions of one stream with the same prefixes.
+type floorView struct {
+	ch       chan *confettipb.SubscribeResponse
+	prefixes string
 }
 
 // NewFloor returns a Floor with no subscribers.
 func NewFloor() *Floor {
-	return &Floor{subs: map[string]map[chan *confettipb.SubscribeResponse][]int64{}}
+	return &Floor{subs: map[string]map[floorView][]int64{}}
 }
 
-// add records subscription id (zero on a Subscribe stream) of tenant on
+// add records subscription id (zero on a Subscribe stream) of start on
 // the stream of queue ch.
-func (f *Floor) add(tenant string, ch chan *confettipb.SubscribeResponse, id int64) {
+func (f *Floor) add(start *confettipb.Start, ch chan *confettipb.SubscribeResponse, id int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	tenant := start.GetTenant()
 	if f.subs[tenant] == nil {
-		f.subs[tenant] = map[chan *confettipb.SubscribeResponse][]int64{}
+		f.subs[tenant] = map[floorView][]int64{}
 	}
-	ids := f.subs[tenant][ch]
+	v := floorView{ch: ch, prefixes: strings.Join(start.GetPrefixes(), "\x00")}
+	ids := f.subs[tenant][v]
 	if id != 0 {
 		ids = append(ids, id)
 	}
-	f.subs[tenant][ch] = ids
+	f.subs[tenant][v] = ids
 }
 
 // remove forgets the stream of queue ch.
@@ -48,7 +58,11 @@ func (f *Floor) remove(ch chan *confettipb.SubscribeResponse) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, subs := range f.subs {
-		delete(subs, ch)
+		for v := range subs {
+			if v.ch == ch {
+				delete(subs, v)
+			}
+		}
 	}
 }
 
@@ -63,7 +77,7 @@ func (f *Floor) Subscribe(stream confettipb.Cache_SubscribeServer) error {
 	if err := stream.Send(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: "floor"}}}); err != nil {
 		return err
 	}
-	f.add(req.GetStart().GetTenant(), ch, 0)
+	f.add(req.GetStart(), ch, 0)
 	return f.send(stream, ch)
 }
 
@@ -80,7 +94,7 @@ func (f *Floor) SubscribeMany(stream confettipb.Cache_SubscribeManyServer) error
 			}
 			if start := req.GetStart(); start != nil {
 				ch <- &confettipb.SubscribeResponse{SubscriptionIds: []int64{req.SubscriptionId}, Response: &confettipb.SubscribeResponse_Reset_{Reset_: &confettipb.Reset{Last: true, Token: "floor"}}}
-				f.add(start.GetTenant(), ch, req.SubscriptionId)
+				f.add(start, ch, req.SubscriptionId)
 			}
 		}
 	}()
@@ -113,9 +127,9 @@ func (f *Floor) Publish(tenant, value string) {
 	ev := &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{
 		Txns: []*confettipb.Txn{{Revision: f.rev, Token: "floor", Events: []*confettipb.Event{{Type: confettipb.Event_PUT, Kv: &confettipb.KeyValue{Key: tickKey, Value: []byte(value), ModRevision: f.rev}}}}},
 	}}
-	for ch, ids := range f.subs[tenant] {
+	for v, ids := range f.subs[tenant] {
 		select {
-		case ch <- &confettipb.SubscribeResponse{SubscriptionIds: ids, Response: ev}:
+		case v.ch <- &confettipb.SubscribeResponse{SubscriptionIds: ids, Response: ev}:
 		default:
 		}
 	}

@@ -48,14 +48,14 @@ func Markdown(r *Results) string {
 	var rows [][]string
 	for _, f := range r.Fanout {
 		rows = append(rows, []string{
-			f.Scenario, count(int64(f.N)), strconv.Itoa(f.StreamsPerConn), count(int64(f.Conns)), strconv.Itoa(f.Procs), f.Target,
+			f.Scenario, count(int64(f.N)), strconv.Itoa(f.StreamsPerConn), f.Views, count(int64(f.Conns)), strconv.Itoa(f.Procs), f.Target,
 			ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.P999), ms(f.Latency.Max),
 			ratio(f.P99VsFloor), ratio(f.P99VsTCPFloor), ratio(f.P99VsEtcd), count(int64(f.EventsPerSec)),
 			us(f.ServerCPUPerEvent), ratio(f.CPUVsTCPFloor), us(f.ClientCPUPerEvent), byteSize(f.ServerRSSPerSub), byteSize(f.ServerHeapPerSub),
 			count(int64(f.EtcdWatchers)), byteSize(f.EtcdSentPerUpdate), strconv.Itoa(f.Restarts), delivered(f),
 		})
 	}
-	table(&b, "Fan-out", "lrrrrlrrrrrrrrrrrrrrrrl", []string{"scenario", "N", "streams/conn", "conns", "procs", "target", "p50", "p99", "p99.9", "max",
+	table(&b, "Fan-out", "lrrlrrlrrrrrrrrrrrrrrrrl", []string{"scenario", "N", "streams/conn", "views", "conns", "procs", "target", "p50", "p99", "p99.9", "max",
 		"p99/floor", "p99/tcpfloor", "p99/etcd", "events/s", "server CPU/event", "CPU/tcpfloor", "client CPU/event", "server RSS/sub", "server heap/sub", "etcd watchers", "etcd sent/update", "watch restarts", "delivered"}, rows)
 	rows = nil
 	for _, x := range r.Resume {

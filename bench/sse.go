@@ -234,7 +234,7 @@ func (c *child) sseStream(i int, addr string, token *string, resuming bool) erro
 	stop := context.AfterFunc(c.ctx, func() { conn.Close() })
 	defer stop()
 	req := fmt.Sprintf("GET /v1/tenants/%s/subscribe?%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n",
-		url.PathEscape(s.tenant.Name), url.Values{"prefix": {tickKey}}.Encode(), addr)
+		url.PathEscape(s.tenant.Name), url.Values{"prefix": c.prefixes(i)}.Encode(), addr)
 	if *token != "" {
 		req += "Last-Event-ID: " + *token + "\r\n"
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -85,6 +86,7 @@ and short (under a minute) to check the harness end to end.`,
 	fs.IntSliceVar(&cfg.N, "n", nil, "subscriber counts, comma separated (default: fanout 1000,10000; scale 50000; resume 10000)")
 	fs.StringSliceVar(&cfg.Targets, "targets", nil, "fan-out targets: floor, confetti, etcd, grpcproxy (default: all for fanout, confetti for scale)")
 	fs.IntSliceVar(&cfg.StreamsPerConn, "streams-per-conn", nil, "subscriptions per client connection, one run per value; 1 is a connection per subscriber (default: fanout 100,1; scale and resume 100)")
+	fs.Var(newViewsFlag(&cfg.DistinctViews), "views", "same: every subscriber of a tenant watches the same key, so a connection's subscriptions of one tenant can share a message; distinct: each subscription has a view of its own and nothing is shared")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "time between updates (default 1s; quick 100ms)")
 	fs.IntVar(&cfg.Updates, "updates", 0, "measured updates per run (default 20; quick 5)")
 	fs.IntVar(&cfg.Warmup, "warmup", 0, "updates sent first and not measured (default 3; quick 2)")
@@ -113,3 +115,26 @@ and short (under a minute) to check the harness end to end.`,
 	})
 	return cmd
 }
+
+// viewsFlag is --views: same or distinct.
+type viewsFlag struct{ distinct *bool }
+
+func newViewsFlag(p *bool) *viewsFlag { return &viewsFlag{distinct: p} }
+
+func (f *viewsFlag) String() string {
+	if f.distinct != nil && *f.distinct {
+		return "distinct"
+	}
+	return "same"
+}
+
+func (f *viewsFlag) Set(v string) error {
+	switch v {
+	case "same", "distinct":
+		*f.distinct = v == "distinct"
+		return nil
+	}
+	return fmt.Errorf("--views is same or distinct, not %q", v)
+}
+
+func (f *viewsFlag) Type() string { return "same|distinct" }
