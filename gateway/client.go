@@ -134,7 +134,10 @@ func New(cfg Config) (*Client, error) {
 		jitter:  jitter,
 	}
 	c.cfg.Endpoints = append([]string(nil), cfg.Endpoints...)
-	c.conns = newConns(c.cfg.Endpoints)
+	c.conns = newConns()
+	if cfg.Streams != nil {
+		c.conns = cfg.Streams.conns
+	}
 	if cfg.SnapshotDir != "" {
 		c.snapPath = snapshotPath(cfg.SnapshotDir, cfg.Tenant, c.scope)
 	}
@@ -209,7 +212,9 @@ func (c *Client) Close() error {
 		c.mu.Unlock()
 		c.cancel()
 		c.wg.Wait()
-		c.conns.close()
+		if c.cfg.Streams == nil {
+			c.conns.close()
+		}
 		if c.snapPath != "" {
 			err = c.writeSnapshot()
 		}

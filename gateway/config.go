@@ -73,6 +73,10 @@ type Config struct {
 	// of the client dialing one; the client never closes a connection Dial
 	// returned, so several clients may share one.
 	Dial func(endpoint string) (grpc.ClientConnInterface, error) `yaml:"-"`
+	// Streams, if set, carries the subscription over a SubscribeMany
+	// stream shared with the other clients of the same Streams (see
+	// NewStreams); nil gives the client a Subscribe stream of its own.
+	Streams *Streams `yaml:"-"`
 	// Validate, if set, checks every PUT before it enters the view. An
 	// error refuses the value: the key keeps the value it had (or stays
 	// absent), and a key carrying a config item version is NACKed with the

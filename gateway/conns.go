@@ -12,15 +12,13 @@ import (
 // client's life so that gRPC redials a lost node by itself and the client
 // can see when one is back.
 type conns struct {
-	eps []string
-
 	mu     sync.Mutex
 	byEP   map[string]*grpc.ClientConn
 	closed bool
 }
 
-func newConns(eps []string) *conns {
-	return &conns{eps: eps, byEP: map[string]*grpc.ClientConn{}}
+func newConns() *conns {
+	return &conns{byEP: map[string]*grpc.ClientConn{}}
 }
 
 // get returns ep's connection, made by dial on first use.
@@ -54,14 +52,14 @@ func (c *conns) unreachable(ep string) bool {
 	return s == connectivity.TransientFailure || s == connectivity.Connecting
 }
 
-// anyReady returns a channel that receives the index of the first
-// endpoint whose connection is ready, until ctx ends. Connections that
-// are idle start connecting.
-func (c *conns) anyReady(ctx context.Context) <-chan int {
+// anyReady returns a channel that receives the index in eps of the
+// first endpoint whose connection is ready, until ctx ends. Connections
+// that are idle start connecting.
+func (c *conns) anyReady(ctx context.Context, eps []string) <-chan int {
 	c.mu.Lock()
 	var watched []*grpc.ClientConn
 	var idx []int
-	for i, ep := range c.eps {
+	for i, ep := range eps {
 		if cc := c.byEP[ep]; cc != nil {
 			watched, idx = append(watched, cc), append(idx, i)
 		}

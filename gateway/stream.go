@@ -99,7 +99,7 @@ func (c *Client) run() {
 			wctx, stopWatching := context.WithCancel(c.ctx)
 			var ready <-chan int
 			if unreachable {
-				ready = c.conns.anyReady(wctx)
+				ready = c.conns.anyReady(wctx, eps)
 			}
 			t := time.NewTimer(w)
 			select {
@@ -214,13 +214,11 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 	c.setInterval(defaultBookmarkInterval)
 	silence := time.AfterFunc(silentIntervals*defaultBookmarkInterval, func() { cancel(errSilent) })
 	defer silence.Stop()
-	if c.cfg.APIKey != "" {
-		sctx = metadata.AppendToOutgoingContext(sctx, apiKeyMetadata, c.cfg.APIKey)
-	}
-	stream, err := confettipb.NewCacheClient(cc).Subscribe(sctx, grpc.MaxCallRecvMsgSize(c.cfg.MaxMessageBytes))
+	stream, err := c.open(sctx, cc, endpoint)
 	if err != nil {
 		return false, false, err
 	}
+	defer stream.close()
 	token := ""
 	if !fresh {
 		token = c.view.Load().Token()
@@ -238,7 +236,7 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 	}
 	if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: start}}); err != nil {
 		// The stream's own error says why Send failed.
-		_, err = stream.Recv()
+		_, err = stream.recv(sctx)
 		return false, false, err
 	}
 	c.mu.Lock()
@@ -262,7 +260,7 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 	}
 	var pending []*confettipb.KeyValue
 	for first := true; ; first = false {
-		m, err := stream.Recv()
+		m, err := stream.recv(sctx)
 		if err != nil {
 			if cause := context.Cause(sctx); errors.Is(cause, errSilent) {
 				err = fmt.Errorf("%w for %d bookmark intervals", cause, silentIntervals)
@@ -340,3 +338,37 @@ func (c *Client) account(src Source, a applied, resuming bool) {
 	}
 	c.stats.Rejected += int64(len(a.rejected))
 }
+
+// subStream is one subscription's stream: a Subscribe stream of its own,
+// or its part of a shared SubscribeMany stream.
+type subStream interface {
+	Send(*confettipb.SubscribeRequest) error
+	recv(ctx context.Context) (*confettipb.SubscribeResponse, error)
+	Header() (metadata.MD, error)
+	close()
+}
+
+// open opens the client's subscription stream to endpoint over cc.
+func (c *Client) open(ctx context.Context, cc grpc.ClientConnInterface, endpoint string) (subStream, error) {
+	if c.cfg.Streams != nil {
+		return c.cfg.Streams.open(cc, endpoint, c.cfg.APIKey, c.cfg.MaxMessageBytes)
+	}
+	if c.cfg.APIKey != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, apiKeyMetadata, c.cfg.APIKey)
+	}
+	st, err := confettipb.NewCacheClient(cc).Subscribe(ctx, grpc.MaxCallRecvMsgSize(c.cfg.MaxMessageBytes))
+	if err != nil {
+		return nil, err
+	}
+	return ownStream{st}, nil
+}
+
+// ownStream is a Subscribe stream of the client's own; it ends with the
+// session's context.
+type ownStream struct {
+	confettipb.Cache_SubscribeClient
+}
+
+func (s ownStream) recv(context.Context) (*confettipb.SubscribeResponse, error) { return s.Recv() }
+
+func (ownStream) close() {}
