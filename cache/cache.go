@@ -387,7 +387,7 @@ func (c *Cache) run() {
 		key, err := c.store.TokenKey(c.ctx)
 		if err == nil {
 			c.mu.Lock()
-			c.tokens = &tokenCodec{key: key}
+			c.tokens = newTokenCodec(key)
 			c.mu.Unlock()
 			close(c.ready)
 			break

@@ -358,7 +358,7 @@ func SSEEvent(resp *confettipb.SubscribeResponse) []byte {
 // signs resume tokens too, under another version byte).
 const ticketVersion = 't'
 
-func (c tokenCodec) encodeTicket(keyID, tenant string, expires time.Time) string {
+func (c *tokenCodec) encodeTicket(keyID, tenant string, expires time.Time) string {
 	b := []byte{ticketVersion, byte(len(keyID))}
 	b = append(b, keyID...)
 	b = append(b, byte(len(tenant)))
@@ -369,7 +369,7 @@ func (c tokenCodec) encodeTicket(keyID, tenant string, expires time.Time) string
 }
 
 // decodeTicket checks a ticket and returns its key id and tenant.
-func (c tokenCodec) decodeTicket(s string, now time.Time) (keyID, tenant string, err error) {
+func (c *tokenCodec) decodeTicket(s string, now time.Time) (keyID, tenant string, err error) {
 	bad := func(why string) (string, string, error) {
 		return "", "", fmt.Errorf("%w: %s; make a new one with POST /v1/tenants/{tenant}/subscribe/tickets", ErrBadTicket, why)
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"hash"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -31,9 +33,18 @@ const (
 // any cache node accepts another's tokens and no client can forge one.
 type tokenCodec struct {
 	key []byte
+	// macs holds keyed HMACs for reuse: keying one costs more than
+	// signing a token, and a node signs one per transaction per group.
+	macs sync.Pool
 }
 
-func (c tokenCodec) encode(p position) string {
+func newTokenCodec(key []byte) *tokenCodec {
+	c := &tokenCodec{key: key}
+	c.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return c
+}
+
+func (c *tokenCodec) encode(p position) string {
 	b := make([]byte, 0, 64)
 	b = append(b, tokenVersion, byte(len(p.tenant)))
 	b = append(b, p.tenant...)
@@ -46,7 +57,7 @@ func (c tokenCodec) encode(p position) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (c tokenCodec) decode(s string) (position, error) {
+func (c *tokenCodec) decode(s string) (position, error) {
 	body, sum, err := split(s)
 	if err != nil {
 		return position{}, err
@@ -112,10 +123,13 @@ func parse(body []byte) (position, error) {
 	return p, nil
 }
 
-func (c tokenCodec) mac(b []byte) []byte {
-	m := hmac.New(sha256.New, c.key)
+func (c *tokenCodec) mac(b []byte) []byte {
+	m := c.macs.Get().(hash.Hash)
+	m.Reset()
 	m.Write(b)
-	return m.Sum(nil)[:tokenMACSize]
+	sum := m.Sum(make([]byte, 0, sha256.Size))[:tokenMACSize]
+	c.macs.Put(m)
+	return sum
 }
 
 func readString(b []byte) (string, []byte, bool) {

@@ -6,7 +6,7 @@ import (
 )
 
 func TestTokenRoundTripAndTampering(t *testing.T) {
-	c := tokenCodec{key: []byte("0123456789abcdef0123456789abcdef")}
+	c := newTokenCodec([]byte("0123456789abcdef0123456789abcdef"))
 	p := position{tenant: "acme", shard: "s2", epoch: 3, rev: 123456789, view: viewHash([]string{"kv/"}, "")}
 	tok := c.encode(p)
 	got, err := c.decode(tok)
@@ -16,13 +16,13 @@ func TestTokenRoundTripAndTampering(t *testing.T) {
 	if got != p {
 		t.Fatalf("decode(encode(p)) = %+v, want %+v", got, p)
 	}
-	other := tokenCodec{key: []byte("another cluster's key, 32 bytes.")}
+	other := newTokenCodec([]byte("another cluster's key, 32 bytes."))
 	flipped := []byte(tok)
 	flipped[5] ^= 1
 	for _, tc := range []struct {
 		name string
 		tok  string
-		c    tokenCodec
+		c    *tokenCodec
 	}{
 		{name: "truncated", tok: tok[:len(tok)-3], c: c},
 		{name: "very short", tok: "AA", c: c},
