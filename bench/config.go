@@ -101,6 +101,9 @@ type Config struct {
 	// WriteClients is the concurrent writers of the throughput runs; zero
 	// means 16.
 	WriteClients int
+	// Registrations is the instances of the writes scenario's
+	// registration storm; zero means 5000 (quick: 200).
+	Registrations int
 	// ContentBytes is the size of the release scenario's item versions
 	// and of its plain update; zero means 1024.
 	ContentBytes int
@@ -166,6 +169,7 @@ func (c Config) withDefaults() (Config, error) {
 	pick(&c.Shards, 1, 1)
 	pick(&c.WriteOps, 2000, 200)
 	pick(&c.WriteClients, 16, 16)
+	pick(&c.Registrations, 5000, 200)
 	pick(&c.ContentBytes, 1024, 1024)
 	if c.Seed == 0 {
 		c.Seed = 1
@@ -178,7 +182,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Interval < 0 || c.DrainTimeout < 0:
 		return c, errors.New("bench: interval and drain timeout must be positive")
 	case c.Updates < 1 || c.Warmup < 0 || c.Tenants < 1 || c.Procs < 0 || c.SubscribersPerProc < 1 ||
-		c.CacheNodes < 1 || c.Shards < 1 || c.WriteOps < 1 || c.WriteClients < 1 || c.ContentBytes < 1:
+		c.CacheNodes < 1 || c.Shards < 1 || c.WriteOps < 1 || c.WriteClients < 1 || c.Registrations < 1 || c.ContentBytes < 1:
 		return c, errors.New("bench: updates, tenants, cache nodes, shards, write ops and clients must be at least 1; warm-up and procs at least 0")
 	}
 	for _, n := range c.N {

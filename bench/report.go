@@ -80,10 +80,18 @@ func Markdown(r *Results) string {
 	for _, w := range r.Writes {
 		rows = append(rows, []string{
 			shardsOf(w), w.Op, w.Path, ms(w.Latency.P50), ms(w.Latency.P99), ms(w.Latency.P999), ms(w.Latency.Max),
-			count(int64(w.OpsPerSec)), ratio(w.P50VsDirect), ratio(w.P99VsDirect),
+			count(int64(w.OpsPerSec)), ratio(w.P50VsDirect), ratio(w.P99VsDirect), ratio(w.RateVsDirect),
 		})
 	}
-	table(&b, "Writes", "rllrrrrrrr", []string{"shards", "op", "path", "p50", "p99", "p99.9", "max", "ops/s", "p50/direct", "p99/direct"}, rows)
+	table(&b, "Writes", "rllrrrrrrrr", []string{"shards", "op", "path", "p50", "p99", "p99.9", "max", "ops/s", "p50/direct", "p99/direct", "ops/s vs direct"}, rows)
+	rows = nil
+	for _, x := range r.Register {
+		rows = append(rows, []string{
+			x.Path, count(int64(x.N)), orDash(x.Proxies), ms(x.AllMs), ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max),
+			strconv.Itoa(x.Leases), ratio(x.AllVsDirect), ratio(x.P99VsDirect),
+		})
+	}
+	table(&b, "Registration storm", "lrrrrrrrrr", []string{"path", "instances", "proxies", "all registered", "p50", "p99", "max", "leases", "all/direct", "p99/direct"}, rows)
 	if len(r.Failures) > 0 {
 		b.WriteString("## Failures\n\n")
 		for _, f := range r.Failures {
@@ -226,4 +234,12 @@ func count(v int64) string {
 		return "-" + s
 	}
 	return s
+}
+
+// orDash is n, or "-" when zero.
+func orDash(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
 }

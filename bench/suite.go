@@ -19,11 +19,12 @@ type Results struct {
 	Machine     Machine  `json:"machine"`
 	Settings    Settings `json:"settings"`
 	// Fanout holds the runs of the fanout and scale scenarios.
-	Fanout   []FanoutResult  `json:"fanout,omitempty"`
-	Resume   []ResumeResult  `json:"resume,omitempty"`
-	Release  []ReleaseResult `json:"release,omitempty"`
-	Writes   []WritesResult  `json:"writes,omitempty"`
-	Failures []string        `json:"failures,omitempty"`
+	Fanout   []FanoutResult   `json:"fanout,omitempty"`
+	Resume   []ResumeResult   `json:"resume,omitempty"`
+	Release  []ReleaseResult  `json:"release,omitempty"`
+	Writes   []WritesResult   `json:"writes,omitempty"`
+	Register []RegisterResult `json:"register,omitempty"`
+	Failures []string         `json:"failures,omitempty"`
 	// Plots are the PNG files written next to results.json.
 	Plots   []string `json:"plots,omitempty"`
 	Seconds float64  `json:"seconds"`
@@ -207,5 +208,17 @@ func (h *harness) writesScenario(ctx context.Context) {
 		for _, r := range rs {
 			h.logf("%s", writesLine(r))
 		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	rs, err := h.runRegisterStorm(ctx, h.cfg.Registrations)
+	if err != nil {
+		h.failed("writes: registration storm", err)
+	}
+	h.res.Register = append(h.res.Register, rs...)
+	for _, r := range rs {
+		h.logf("register %-6s N=%d  all registered in %s  p50=%s p99=%s  leases=%d  p99/direct=%s",
+			r.Path, r.N, ms(r.AllMs), ms(r.Latency.P50), ms(r.Latency.P99), r.Leases, ratio(r.P99VsDirect))
 	}
 }

@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"io"
+	"net/http"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -21,6 +25,8 @@ import (
 const (
 	PathDirect = "direct"
 	PathProxy  = "proxy"
+	// PathHTTP writes through the proxy's HTTP API.
+	PathHTTP = "http"
 	// PathUnaryFloor is a bare gRPC unary call on loopback with nothing
 	// behind it: the least any extra hop adds.
 	PathUnaryFloor = "grpc-floor"
@@ -41,6 +47,8 @@ type WritesResult struct {
 	// P50VsDirect and P99VsDirect compare the proxy with etcd itself.
 	P50VsDirect float64 `json:"p50_vs_direct,omitempty"`
 	P99VsDirect float64 `json:"p99_vs_direct,omitempty"`
+	// RateVsDirect is the throughput over that of etcd itself.
+	RateVsDirect float64 `json:"rate_vs_direct,omitempty"`
 	ValueBytes  int     `json:"value_bytes"`
 	Error       string  `json:"error,omitempty"`
 }
@@ -78,6 +86,11 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 		return nil, err
 	}
 	defer stop()
+	httpAPI, stopHTTP, err := serveHTTPAPI(p)
+	if err != nil {
+		return nil, err
+	}
+	defer stopHTTP()
 	direct := map[string]*clientv3.Client{}
 	for _, t := range cl.tenants {
 		_, cli, err := cl.shardOf(t)
@@ -90,6 +103,9 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 	for i := range value {
 		value[i] = 'a' + byte(i%26)
 	}
+	b64 := base64.StdEncoding.EncodeToString(value)
+	txnJSON := []byte(`{"compare":[{"result":"GREATER","target":"VERSION","key":"http/a","version":"-1"}],"success":[` +
+		`{"put":{"key":"http/a","value":"` + b64 + `"}},{"put":{"key":"http/b","value":"` + b64 + `"}}]}`)
 	ops := map[string]map[string]writeOp{
 		"put": {
 			PathDirect: func(ctx context.Context, t string) error {
@@ -99,6 +115,9 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 			PathProxy: func(ctx context.Context, t string) error {
 				_, err := kv.Put(ctx, &confettipb.PutRequest{Tenant: t, Key: "proxy/k", Value: value})
 				return err
+			},
+			PathHTTP: func(ctx context.Context, t string) error {
+				return httpAPI.do(ctx, http.MethodPut, "/v1/tenants/"+t+"/kv/http/k", value)
 			},
 		},
 		// A transaction as configuration writers send them: a compare on
@@ -120,6 +139,9 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 					Success: []*confettipb.RequestOp{put("proxy/a"), put("proxy/b")},
 				})
 				return err
+			},
+			PathHTTP: func(ctx context.Context, t string) error {
+				return httpAPI.do(ctx, http.MethodPost, "/v1/tenants/"+t+"/txn", txnJSON)
 			},
 		},
 	}
@@ -143,6 +165,9 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 func (h *harness) compareWrites(ctx context.Context, tenants []string, op string, paths map[string]writeOp) ([]WritesResult, error) {
 	n := h.cfg.WriteOps
 	order := []string{PathDirect, PathProxy}
+	if paths[PathHTTP] != nil {
+		order = append(order, PathHTTP)
+	}
 	// Warm both paths: connections, routing, etcd's first writes.
 	for i := range 50 {
 		for _, p := range order {
@@ -178,9 +203,13 @@ func (h *harness) compareWrites(ctx context.Context, tenants []string, op string
 		out[j].OpsPerSec = rate
 	}
 	bar.finish()
-	d, p := out[0].Latency, &out[1]
-	if d.P50 > 0 && d.P99 > 0 {
+	d := out[0].Latency
+	for j := 1; j < len(out) && d.P50 > 0 && d.P99 > 0; j++ {
+		p := &out[j]
 		p.P50VsDirect, p.P99VsDirect = p.Latency.P50/d.P50, p.Latency.P99/d.P99
+		if out[0].OpsPerSec > 0 {
+			p.RateVsDirect = p.OpsPerSec / out[0].OpsPerSec
+		}
 	}
 	return out, nil
 }
@@ -272,4 +301,56 @@ func serveKV(register func(*grpc.Server)) (confettipb.KVClient, func(), error) {
 		return nil, nil, err
 	}
 	return confettipb.NewKVClient(conn), func() { conn.Close(); srv.stop() }, nil
+}
+
+// httpAPI is a client of the proxy's HTTP API, with connections for
+// every concurrent writer.
+type httpAPI struct {
+	base string
+	cli  *http.Client
+}
+
+// serveHTTPAPI serves p's HTTP API, a client of p's gRPC server as in a
+// proxy process, on a loopback port.
+func serveHTTPAPI(p *shardproxy.Proxy) (*httpAPI, func(), error) {
+	srv, err := startServer(p.Register, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, closeGW, err := p.HTTPGateway(srv.addr)
+	if err != nil {
+		srv.stop()
+		return nil, nil, err
+	}
+	addr, stopHTTP, err := startHTTP(h)
+	if err != nil {
+		closeGW()
+		srv.stop()
+		return nil, nil, err
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 256}
+	return &httpAPI{base: "http://" + addr, cli: &http.Client{Transport: tr}}, func() {
+		tr.CloseIdleConnections()
+		stopHTTP()
+		closeGW()
+		srv.stop()
+	}, nil
+}
+
+// do sends one request and fails unless it succeeds.
+func (a *httpAPI) do(ctx context.Context, method, path string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := a.cli.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("bench: %s %s: %s %s", method, path, resp.Status, b)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
@@ -271,5 +273,41 @@ func TestMemberMovedByALaterTransactionStillGetsTheBatchBeforeIt(t *testing.T) {
 		if m.rev != 11 {
 			t.Fatalf("subscription %d is at revision %d after the batch, want 11", m.sub.sid, m.rev)
 		}
+	}
+}
+
+// The hand-written Events message is byte for byte what proto.Marshal
+// writes, for transactions with and without tokens, revisions and events.
+func TestAppendEventsMessageMatchesProtoMarshal(t *testing.T) {
+	ev := func(key, value string, rev int64) *confettipb.Event {
+		return &confettipb.Event{Kv: &confettipb.KeyValue{Key: key, Value: []byte(value), ModRevision: rev, CreateRevision: 1, Version: rev, Lease: 7}}
+	}
+	del := &confettipb.Event{Type: confettipb.Event_DELETE, Kv: &confettipb.KeyValue{Key: "gone", ModRevision: 9}}
+	for _, txns := range [][]*confettipb.Txn{
+		{{Revision: 5, Token: "tok-5", Events: []*confettipb.Event{ev("a", "1", 5)}}},
+		{{Revision: 6, Events: []*confettipb.Event{ev("a", "2", 6), ev("b", strings.Repeat("x", 300), 6), del}, Token: strings.Repeat("t", 200)}, {Revision: 1 << 40, Token: "big"}},
+		{{Events: []*confettipb.Event{del}}},
+	} {
+		want, err := proto.Marshal(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Events{Events: &confettipb.Events{Txns: txns}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		encs := make([][][]byte, len(txns))
+		for i, txn := range txns {
+			for _, e := range txn.Events {
+				b, err := proto.Marshal(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				encs[i] = append(encs[i], b)
+			}
+		}
+		got, ok := appendEventsMessage(nil, txns, encs)
+		if !ok || !bytes.Equal(got, want) {
+			t.Fatalf("appendEventsMessage = %x (%v), proto.Marshal = %x", got, ok, want)
+		}
+	}
+	if _, ok := appendEventsMessage(nil, []*confettipb.Txn{{Events: []*confettipb.Event{del}}}, [][][]byte{nil}); ok {
+		t.Fatal("a transaction without its events' encodings was encoded")
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/btree"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
@@ -294,6 +295,23 @@ func (s *shardState) appendLocked(t txn) {
 // that it sees. A release change that alters the resolution of some of a
 // group's members moves them out of the group with their own message.
 func (s *shardState) publishLocked(tenant string, rev int64, tevs []event, now time.Time) {
+	// Each event is encoded once, for every group it reaches.
+	encoded := make(map[*confettipb.Event][]byte, len(tevs))
+	encode := func(evs []*confettipb.Event) [][]byte {
+		out := make([][]byte, len(evs))
+		for i, ev := range evs {
+			b, ok := encoded[ev]
+			if !ok {
+				var err error
+				if b, err = proto.Marshal(ev); err != nil {
+					return nil
+				}
+				encoded[ev] = b
+			}
+			out[i] = b
+		}
+		return out
+	}
 	for _, g := range s.tenantGroups[tenant] {
 		evs, changes := sortEvents(tevs, g.prefixes)
 		var moves []*move
@@ -301,7 +319,7 @@ func (s *shardState) publishLocked(tenant string, rev int64, tevs []event, now t
 			moves = g.partition(s.items, changes, evs, rev)
 		}
 		if len(evs) > 0 || len(moves) > 0 {
-			g.publish(pendingTxn{txn: &confettipb.Txn{Revision: rev, Events: evs}, at: now, moves: moves})
+			g.publish(pendingTxn{txn: &confettipb.Txn{Revision: rev, Events: evs}, enc: encode(evs), at: now, moves: moves})
 		}
 	}
 }

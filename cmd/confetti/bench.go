@@ -39,7 +39,9 @@ directory whose path is printed at the end.
            to all of them, then a gray of the next version to half of them,
            which only the gateways it selects receive
   writes   put and transaction latency and throughput through the shard
-           proxy against etcd itself, on 1 and 3 shards
+           proxy (gRPC and HTTP API) against etcd itself, on 1 and 3
+           shards; and a registration storm of --registrations instances
+           at once through 2 proxies against etcd itself
 
 A run where a subscriber misses an update fails, and the command exits
 non-zero after writing what it measured. --quick runs everything small
@@ -98,6 +100,7 @@ and short (under a minute) to check the harness end to end.`,
 	fs.IntVar(&cfg.ContentBytes, "content-bytes", 0, "size of the release scenario's item versions and plain update (default 1024)")
 	fs.IntVar(&cfg.WriteOps, "write-ops", 0, "operations of each kind the writes scenario times (default 2000; quick 200)")
 	fs.IntVar(&cfg.WriteClients, "write-clients", 0, "concurrent writers of the writes throughput runs (default 16)")
+	fs.IntVar(&cfg.Registrations, "registrations", 0, "instances of the writes scenario's registration storm, registering at once (default 5000; quick 200)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long subscribers may take to get every update after the last one is sent (default 1m; quick 20s)")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the servers' process (etcd, cache nodes, proxies, writer) to this file")
 	fs.StringVar(&cfg.Out, "out", "", "directory for results.json, results.md and the plots (default: a new temporary directory)")
