@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,8 +49,8 @@ type WritesResult struct {
 	P99VsDirect float64 `json:"p99_vs_direct,omitempty"`
 	// RateVsDirect is the throughput over that of etcd itself.
 	RateVsDirect float64 `json:"rate_vs_direct,omitempty"`
-	ValueBytes  int     `json:"value_bytes"`
-	Error       string  `json:"error,omitempty"`
+	ValueBytes   int     `json:"value_bytes"`
+	Error        string  `json:"error,omitempty"`
 }
 
 // writeValueBytes is the size of every written value.
