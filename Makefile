@@ -5,7 +5,7 @@ TOOLS    := $(GO) tool -modfile=tools/go.mod
 BIN      := bin/confetti
 TIMEOUT  ?= 15m
 
-.PHONY: build dev test e2e bench bench-quick proto proto-check lint etcd images image-confetti image-etcd chart-test rules-test
+.PHONY: build dev test e2e etcd-compat bench bench-quick proto proto-check lint etcd images image-confetti image-etcd chart-test rules-test
 
 # -buildvcs=auto stamps the VCS revision that 'confetti version' prints,
 # whatever GOFLAGS says, whenever the tree is a checkout.
@@ -21,6 +21,11 @@ test:
 # The real binary, run the way the README runs it (slower, so not in test).
 e2e:
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags e2e -run '^TestE2E' ./e2e/...
+
+# Clients nobody here wrote against confetti dev's etcd front door: the
+# real etcdctl, clientv3 programs and lua-resty-etcd's HTTP requests.
+etcd-compat: build etcd
+	$(GO) test -count=1 -timeout $(TIMEOUT) -tags etcdcompat ./etcdcompat/...
 
 # The benchmark suite (README, Benchmarks): tables, JSON and plots in
 # bench/results/<date>/. bench-quick checks the harness end to end in under

@@ -31,6 +31,9 @@ type Config struct {
 	// NodeName names the node in status and logs; empty means the host
 	// name.
 	NodeName string
+	// EtcdAddr is the address of the node's etcd front door, registered
+	// with the node in meta; empty when it serves none.
+	EtcdAddr string `json:"-" yaml:"-"`
 	// Registerer receives the node's metrics; nil means none.
 	Registerer prometheus.Registerer
 	// HistoryMaxEvents bounds each shard's history ring by events; zero
@@ -507,7 +510,7 @@ func (c *Cache) register(addr string) {
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		err := c.store.RegisterCache(c.ctx, meta.CacheNode{Name: c.cfg.NodeName, Addr: addr})
+		err := c.store.RegisterCache(c.ctx, meta.CacheNode{Name: c.cfg.NodeName, Addr: addr, EtcdAddr: c.cfg.EtcdAddr})
 		if err == nil {
 			return
 		}

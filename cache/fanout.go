@@ -429,7 +429,7 @@ func (g *group) bookmark() {
 	if !idle {
 		return
 	}
-	msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{Progress: &confettipb.Progress{Token: g.token(rev)}}}, rev)
+	msg, err := newOutMsg(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{Progress: &confettipb.Progress{Token: g.token(rev), Revision: rev}}}, rev)
 	if err != nil {
 		return
 	}

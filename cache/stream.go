@@ -454,9 +454,11 @@ func (m *mux) close(id int64, err error) {
 	if err != nil {
 		st = status.Convert(rpcerr.Status(err))
 	}
-	b, merr := proto.Marshal(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Closed{
-		Closed: &confettipb.Closed{Code: int32(st.Code()), Message: st.Message()},
-	}})
+	closed := &confettipb.Closed{Code: int32(st.Code()), Message: st.Message()}
+	if ce := (*CompactedError)(nil); errors.As(err, &ce) {
+		closed.CompactRevision = ce.Revision
+	}
+	b, merr := proto.Marshal(&confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Closed{Closed: closed}})
 	if merr != nil {
 		return
 	}

@@ -36,6 +36,11 @@ type subscription struct {
 
 	// rollout is the item versions sent to the subscriber and its answers.
 	rollout rollout
+
+	// after is set for a start at after_revision: the subscriber never
+	// gets a Reset, and fails with CompactedError when history no longer
+	// covers where it stands, as an etcd watcher would.
+	after bool
 }
 
 // open validates a Start and decides where the subscriber starts: the
@@ -71,6 +76,15 @@ func (c *Cache) open(ctx context.Context, k *sink, sid int64, start *confettipb.
 	}
 	var pos *position
 	need := int64(0)
+	switch after := start.GetAfterRevision(); {
+	case after < 0:
+		return nil, nil, fmt.Errorf("%w: after_revision %d is negative", ErrBadRequest, after)
+	case start.AfterRevision != nil && start.GetToken() != "":
+		return nil, nil, fmt.Errorf("%w: give either a token or after_revision, not both", ErrBadRequest)
+	case start.AfterRevision != nil:
+		sub.after = true
+		pos, need = &position{tenant: tenant.Name, shard: tenant.Shard, epoch: tenant.Epoch, rev: after}, after
+	}
 	if start.GetToken() != "" {
 		p, err := sub.codec.decode(start.GetToken())
 		if err != nil {
@@ -101,7 +115,10 @@ func (c *Cache) open(ctx context.Context, k *sink, sid int64, start *confettipb.
 func (s *subscription) serve(ctx context.Context, pos *position) error {
 	from, reason := int64(-1), "new"
 	var token *uint64
-	if pos != nil {
+	switch {
+	case pos != nil && s.after:
+		from, reason = pos.rev, ""
+	case pos != nil:
 		from, reason, token = pos.rev, "", &pos.view
 	}
 	for {
@@ -195,6 +212,11 @@ func (s *subscription) join(ctx context.Context, m *member, from int64, reason s
 		g.release(m)
 		return g, err
 	}
+	if s.after {
+		floor := s.shard.hist.floor
+		s.shard.mu.Unlock()
+		return nil, &CompactedError{Revision: floor + 1}
+	}
 	tr, rev := s.shard.snapshotLocked(s.tenant.Name)
 	s.setView(s.shard.items.resolveView(s.tenant.Name, s.prefixes, s.id))
 	items := s.shard.items.resetKVs(s.tenant.Name, s.view)
@@ -211,7 +233,7 @@ func (s *subscription) join(ctx context.Context, m *member, from int64, reason s
 // progress sends a bookmark at rev.
 func (s *subscription) progress(ctx context.Context, rev int64) error {
 	return s.send(ctx, &confettipb.SubscribeResponse{Response: &confettipb.SubscribeResponse_Progress{
-		Progress: &confettipb.Progress{Token: s.tokenFor(rev, s.view)},
+		Progress: &confettipb.Progress{Token: s.tokenFor(rev, s.view), Revision: rev},
 	}}, rev, nil)
 }
 

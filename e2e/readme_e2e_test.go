@@ -24,7 +24,7 @@ import (
 var bannerOffsets = map[string]int{
 	"shard proxy": 0, "proxy HTTP": 1, "cache 0": 10, "cache 1": 11, "cache 0 SSE": 16, "cache 1 SSE": 17,
 	"etcd meta": 20, "etcd shard-a": 22, "etcd shard-b": 24, "etcd shard-c": 26,
-	"gateway": 30, "backend b-1": 31, "backend b-2": 32,
+	"gateway": 30, "backend b-1": 31, "backend b-2": 32, "cache 0 etcd": 40, "cache 1 etcd": 41,
 	"proxy metrics": 90, "cache 0 metrics": 91, "cache 1 metrics": 92, "gateway metrics": 93,
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -26,6 +25,7 @@ import (
 	"github.com/confetti-io/confetti/internal/auth"
 	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/rpcerr"
+	confettiserve "github.com/confetti-io/confetti/internal/serve"
 )
 
 // The HTTP/JSON admin API is a grpc-gateway mux over a client connection
@@ -121,7 +121,7 @@ func (p *Proxy) HTTPGateway(grpcAddr string) (http.Handler, func(), error) {
 // the transport credentials of a gRPC listener with TLS.
 func (p *Proxy) HTTPGatewayWith(opts ...grpc.DialOption) func(grpcAddr string) (http.Handler, func(), error) {
 	return func(grpcAddr string) (http.Handler, func(), error) {
-		conn, err := grpc.NewClient(loopbackTarget(grpcAddr), append([]grpc.DialOption{
+		conn, err := grpc.NewClient(confettiserve.LoopbackTarget(grpcAddr), append([]grpc.DialOption{
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(httpLoopbackMaxRecv)),
 			grpc.WithUserAgent("confetti-http-gateway"),
@@ -152,19 +152,6 @@ func (m *httpJSON) Marshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
-}
-
-// loopbackTarget turns a bound listen address into one this host can
-// dial: an empty or unspecified host becomes 127.0.0.1.
-func loopbackTarget(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // httpHeaderMatcher forwards X-API-Key as the x-api-key metadata the

@@ -737,22 +737,6 @@ func TestPrefixEndBoundsEveryKeyWithThePrefix(t *testing.T) {
 	}
 }
 
-func TestLoopbackTargetDialsUnspecifiedHostsLocally(t *testing.T) {
-	for addr, want := range map[string]string{
-		":7700":          "127.0.0.1:7700",
-		"[::]:7700":      "127.0.0.1:7700",
-		"0.0.0.0:7700":   "127.0.0.1:7700",
-		"127.0.0.1:7700": "127.0.0.1:7700",
-		"10.1.2.3:7700":  "10.1.2.3:7700",
-		"[::1]:7700":     "[::1]:7700",
-		"proxy:7700":     "proxy:7700",
-	} {
-		if got := loopbackTarget(addr); got != want {
-			t.Errorf("loopbackTarget(%q) = %q, want %q", addr, got, want)
-		}
-	}
-}
-
 func TestHTTPGatewayWithDialsATLSListener(t *testing.T) {
 	c := sharedClusters(t)
 	a := newAPI(t, c, Config{})

@@ -299,7 +299,13 @@ type Start struct {
 	// services are names of services whose registered instances the
 	// subscriber receives (see KeyValue.kind SERVICE); "*" names every
 	// service.
-	Services      []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
+	Services []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
+	// after_revision, when set and without a token, starts the subscription with the
+	// events after this shard revision, as an etcd watch from
+	// after_revision+1 would, with no Reset. When the node's history no
+	// longer covers it, the subscription fails with OutOfRange and, on a
+	// SubscribeMany stream, Closed.compact_revision.
+	AfterRevision *int64 `protobuf:"varint,7,opt,name=after_revision,json=afterRevision,proto3,oneof" json:"after_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -374,6 +380,13 @@ func (x *Start) GetServices() []string {
 		return x.Services
 	}
 	return nil
+}
+
+func (x *Start) GetAfterRevision() int64 {
+	if x != nil && x.AfterRevision != nil {
+		return *x.AfterRevision
+	}
+	return 0
 }
 
 // Ack reports that a gateway applied (ok) or refused (nack) an item version.
@@ -575,11 +588,15 @@ func (*SubscribeResponse_Closed) isSubscribeResponse_Response() {}
 // the client (code 0, OK) or failed, with the gRPC status code and message
 // Subscribe would have ended the stream with.
 type Closed struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Code    int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// compact_revision, for a start after_revision the history no longer
+	// covers, is the lowest revision a new start may ask for (etcd's
+	// compacted response).
+	CompactRevision int64 `protobuf:"varint,3,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Closed) Reset() {
@@ -624,6 +641,13 @@ func (x *Closed) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *Closed) GetCompactRevision() int64 {
+	if x != nil {
+		return x.CompactRevision
+	}
+	return 0
 }
 
 // Reset carries the full state of the subscription. A large state comes in
@@ -810,8 +834,10 @@ func (x *Events) GetTxns() []*Txn {
 
 // Progress says nothing changed for the subscription up to token.
 type Progress struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// revision is the shard revision the bookmark stands at.
+	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,6 +877,13 @@ func (x *Progress) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *Progress) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type CacheStatusRequest struct {
@@ -1314,14 +1347,16 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x06cancel\x18\x04 \x01(\v2\x13.confetti.v1.CancelH\x00R\x06cancel\x12'\n" +
 	"\x0fsubscription_id\x18\x03 \x01(\x03R\x0esubscriptionIdB\t\n" +
 	"\arequest\"\b\n" +
-	"\x06Cancel\"\xb6\x01\n" +
+	"\x06Cancel\"\xf5\x01\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1a\n" +
 	"\bprefixes\x18\x02 \x03(\tR\bprefixes\x121\n" +
 	"\bidentity\x18\x03 \x01(\v2\x15.confetti.v1.IdentityR\bidentity\x12\x14\n" +
 	"\x05token\x18\x04 \x01(\tR\x05token\x12\x14\n" +
 	"\x05items\x18\x05 \x03(\tR\x05items\x12\x1a\n" +
-	"\bservices\x18\x06 \x03(\tR\bservices\"Y\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\x12*\n" +
+	"\x0eafter_revision\x18\a \x01(\x03H\x00R\rafterRevision\x88\x01\x01B\x11\n" +
+	"\x0f_after_revision\"Y\n" +
 	"\x03Ack\x12\x12\n" +
 	"\x04item\x18\x01 \x01(\tR\x04item\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x0e\n" +
@@ -1334,10 +1369,11 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x06closed\x18\x05 \x01(\v2\x13.confetti.v1.ClosedH\x00R\x06closed\x12)\n" +
 	"\x10subscription_ids\x18\x04 \x03(\x03R\x0fsubscriptionIdsB\n" +
 	"\n" +
-	"\bresponse\"6\n" +
+	"\bresponse\"a\n" +
 	"\x06Closed\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"p\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12)\n" +
+	"\x10compact_revision\x18\x03 \x01(\x03R\x0fcompactRevision\"p\n" +
 	"\x05Reset\x12'\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x15.confetti.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\bR\x04last\x12\x14\n" +
@@ -1348,9 +1384,10 @@ const file_confetti_v1_subscribe_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x03(\v2\x12.confetti.v1.EventR\x06events\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\";\n" +
 	"\x06Events\x12$\n" +
-	"\x04txns\x18\x01 \x03(\v2\x10.confetti.v1.TxnR\x04txnsJ\x04\b\x02\x10\x03R\x05token\" \n" +
+	"\x04txns\x18\x01 \x03(\v2\x10.confetti.v1.TxnR\x04txnsJ\x04\b\x02\x10\x03R\x05token\"<\n" +
 	"\bProgress\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\x14\n" +
 	"\x12CacheStatusRequest\"\x99\x03\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x1c\n" +
@@ -1484,6 +1521,7 @@ func file_confetti_v1_subscribe_proto_init() {
 		(*SubscribeRequest_Ack)(nil),
 		(*SubscribeRequest_Cancel)(nil),
 	}
+	file_confetti_v1_subscribe_proto_msgTypes[3].OneofWrappers = []any{}
 	file_confetti_v1_subscribe_proto_msgTypes[5].OneofWrappers = []any{
 		(*SubscribeResponse_Reset_)(nil),
 		(*SubscribeResponse_Events)(nil),

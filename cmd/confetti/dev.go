@@ -4,21 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/cache"
+	"github.com/confetti-io/confetti/etcdapi"
+	"github.com/confetti-io/confetti/internal/auth"
 	"github.com/confetti-io/confetti/internal/clientconfig"
 	"github.com/confetti-io/confetti/internal/embedetcd"
 	"github.com/confetti-io/confetti/internal/etcdauth"
@@ -62,7 +68,7 @@ type devFlags struct {
 // devLayout places every listener of `confetti dev` relative to the base
 // port: proxy +0, its HTTP API +1, cache i +10+i, etcd cluster k +20+2k
 // (client) and +21+2k (peer), the demo gateway +30 and its backends +31
-// and +32, metrics of the proxy +90 and of cache i +91+i. Base 0 lets the
+// and +32, the etcd front door of cache i +40+i, metrics of the proxy +90 and of cache i +91+i. Base 0 lets the
 // kernel choose every port.
 type devLayout struct {
 	base int
@@ -86,6 +92,7 @@ func (l devLayout) cacheHTTP(i int) string    { return l.addr(16 + i) }
 func (l devLayout) gateway() string           { return l.addr(30) }
 func (l devLayout) gatewayMetrics() string    { return l.addr(93) }
 func (l devLayout) backend(i int) string      { return l.addr(31 + i) }
+func (l devLayout) etcdAPI(i int) string      { return l.addr(40 + i) }
 
 func (l devLayout) etcd(k int) []int {
 	if l.base == 0 {
@@ -114,7 +121,7 @@ in --data-dir, so a restart finds it again. Ctrl-C stops everything.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.dataDir, "data-dir", "./.confetti-dev", "directory that keeps the etcd data across restarts")
-	fs.IntVar(&f.basePort, "base-port", 7700, "first port: proxy +0, proxy HTTP +1, caches +10.., etcd +20..+27, gateway +30, its backends +31..+32, metrics +90..; 0 lets the kernel choose every port")
+	fs.IntVar(&f.basePort, "base-port", 7700, "first port: proxy +0, proxy HTTP +1, caches +10.., etcd +20..+27, gateway +30, its backends +31..+32, etcd API +40.., metrics +90..; 0 lets the kernel choose every port")
 	fs.IntVar(&f.cacheNodes, "cache-nodes", 2, "number of cache nodes (1 to 9)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve /debug/pprof/ on every metrics address")
@@ -242,6 +249,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 
 	caches := make([]*cache.Cache, f.cacheNodes)
 	cacheAddrs := make([]serve.Addrs, f.cacheNodes)
+	cacheAuthns := make([]*auth.Authenticator, f.cacheNodes)
 	for i := range caches {
 		clients := meta.NewClients(store, secrets.etcdConfig)
 		stack.push(clients.Close)
@@ -283,8 +291,17 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 			return err
 		}
 		c.Advertise(cacheAddrs[i].GRPC)
-		caches[i] = c
+		caches[i], cacheAuthns[i] = c, cacheAuthn
 		servers = append(servers, srv)
+	}
+
+	tokenKey, err := store.TokenKey(ctx)
+	if err != nil {
+		return err
+	}
+	etcdAddrs, err := startDevEtcdFronts(lg, layout, proxyAddrs.GRPC, cacheAddrs, cacheAuthns, tokenKey, &stack)
+	if err != nil {
+		return err
 	}
 
 	// dev's own calls go to its plaintext proxy with its operator key,
@@ -311,7 +328,7 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	a.printDevBanner(dataDir, clusters, proxyAddrs, cacheAddrs, gw, configPath, secrets)
+	a.printDevBanner(dataDir, clusters, proxyAddrs, cacheAddrs, etcdAddrs, gw, configPath, secrets)
 
 	failed := make(chan error, len(servers))
 	done := make(chan struct{})
@@ -334,6 +351,53 @@ func (a *app) runDev(ctx context.Context, f devFlags) error {
 	stack.unwind()
 	fmt.Fprintln(a.out, "confetti dev stopped")
 	return runErr
+}
+
+// startDevEtcdFronts serves the etcd front door of every cache node, each
+// reading from its node and writing through the proxy, and lists them
+// all as the members etcd clients sync their endpoints from.
+func startDevEtcdFronts(lg *zap.Logger, layout devLayout, proxyAddr string, caches []serve.Addrs, authns []*auth.Authenticator, tokenKey []byte, stack *devStack) ([]string, error) {
+	addrs := make([]string, len(caches))
+	members := make([]etcdapi.Member, len(caches))
+	var mu sync.Mutex
+	list := func() []etcdapi.Member {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(members)
+	}
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	for i, c := range caches {
+		cacheConn, err := dial(c.GRPC)
+		if err != nil {
+			return nil, err
+		}
+		stack.push(func() { cacheConn.Close() })
+		proxyConn, err := dial(proxyAddr)
+		if err != nil {
+			return nil, err
+		}
+		stack.push(func() { proxyConn.Close() })
+		name := fmt.Sprintf("dev-cache-%d", i)
+		lis, err := net.Listen("tcp", layout.etcdAPI(i))
+		if err != nil {
+			return nil, fmt.Errorf("etcd front door: %w (is another 'confetti dev' running? try --base-port)", err)
+		}
+		l, err := startEtcdFront(etcdFront{
+			cacheConn: cacheConn, proxyConn: proxyConn, authn: authns[i],
+			flags: etcdFrontFlags{clusterName: "confetti-dev"}, name: name, members: list, logger: lg.Named(name + "-etcdapi"), tokenKey: tokenKey,
+		}, lis)
+		if err != nil {
+			return nil, err
+		}
+		stack.push(l.Close)
+		addrs[i] = l.Addr()
+		mu.Lock()
+		members[i] = etcdapi.Member{Name: name, ClientURLs: []string{"http://" + l.Addr()}}
+		mu.Unlock()
+	}
+	return addrs, nil
 }
 
 // startDevClusters starts the meta and shard clusters in parallel, with
@@ -470,7 +534,7 @@ func (a *app) writeDevClientConfig(proxy serve.Addrs, caches []serve.Addrs, apiK
 	return path, nil
 }
 
-func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, proxy serve.Addrs, caches []serve.Addrs, gw devGateway, configPath string, secrets *devSecrets) {
+func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, proxy serve.Addrs, caches []serve.Addrs, etcdAddrs []string, gw devGateway, configPath string, secrets *devSecrets) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nconfetti dev: a whole cluster in this process, data in %s\n\n", dataDir)
 	row := func(name, addr, note string) {
@@ -488,6 +552,7 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 	for i, c := range caches {
 		row(fmt.Sprintf("cache %d", i), c.GRPC, "gRPC: Cache (Subscribe, SubscribeMany, Range, Status)")
 		row(fmt.Sprintf("cache %d SSE", i), "http://"+c.Gateway, "Server-Sent Events: GET /v1/tenants/{tenant}/subscribe")
+		row(fmt.Sprintf("cache %d etcd", i), etcdAddrs[i], "etcd v3 API and /v3 JSON: user = tenant, password = API key")
 	}
 	row("gateway", "http://"+gw.addr, "HTTP: routes of tenant demo, /__confetti/status")
 	for i, addr := range gw.backends {
@@ -522,6 +587,7 @@ func (a *app) printDevBanner(dataDir string, clusters []*embedetcd.Cluster, prox
 	if proxy.Gateway != "" {
 		fmt.Fprintf(&b, "  curl -H 'X-API-Key: %s' http://%s/v1/tenants/%s/kv/%s\n", secrets.DemoKey, proxy.Gateway, devTenant, devDemo[0].key)
 	}
+	fmt.Fprintf(&b, "  etcdctl --endpoints %s --user %s:%s get /routes/ --prefix\n", etcdAddrs[0], devTenant, secrets.DemoKey)
 	fmt.Fprintf(&b, "  curl http://%s/hello               (the gateway, round-robin over b-1 and b-2)\n", gw.addr)
 	b.WriteString("  confetti demo-backend --tenant demo hello b-3 --ttl 3 &   (kill -9 it: traffic moves away)\n")
 	b.WriteString("\nCtrl-C stops everything; the data stays for the next start.\n")

@@ -324,13 +324,9 @@ func (a *app) applyClientConfig(fs *pflag.FlagSet) error {
 	return applyValues(fs, values, "client config "+path)
 }
 
-// dial connects to the first reachable of endpoints, waiting at most
-// --dial-timeout. what names the service and flag the flag that sets its
-// endpoints, for error messages.
-func (a *app) dial(ctx context.Context, what, flag string, endpoints []string) (*grpc.ClientConn, error) {
-	if len(endpoints) == 0 {
-		return nil, fmt.Errorf("no %s endpoints configured (set --%s)", what, flag)
-	}
+// clientConn returns a connection to endpoints with the client's
+// security options; it connects when first used.
+func (a *app) clientConn(endpoints []string) (*grpc.ClientConn, error) {
 	r := manual.NewBuilderWithScheme("confetti")
 	addrs := make([]resolver.Address, len(endpoints))
 	for i, ep := range endpoints {
@@ -350,6 +346,20 @@ func (a *app) dial(ctx context.Context, what, flag string, endpoints []string) (
 		grpc.WithResolvers(r),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}, sec...)...)
+	if err != nil {
+		return nil, err
+	}
+	return cc, nil
+}
+
+// dial connects to the first reachable of endpoints, waiting at most
+// --dial-timeout. what names the service and flag the flag that sets its
+// endpoints, for error messages.
+func (a *app) dial(ctx context.Context, what, flag string, endpoints []string) (*grpc.ClientConn, error) {
+	if len(endpoints) == 0 {
+		return nil, fmt.Errorf("no %s endpoints configured (set --%s)", what, flag)
+	}
+	cc, err := a.clientConn(endpoints)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,9 @@ type CacheNode struct {
 	Name string `json:"name"`
 	// Addr is the node's gRPC address as clients reach it.
 	Addr string `json:"addr"`
+	// EtcdAddr is the address of the node's etcd front door, if it
+	// serves one: etcd clients sync their endpoints from the list.
+	EtcdAddr string `json:"etcd_addr,omitempty"`
 	// StartTime is when the node registered, Unix seconds.
 	StartTime int64 `json:"start_time"`
 }

@@ -95,3 +95,16 @@ func (g *gateway) done() {
 		g.release = nil
 	}
 }
+
+// LoopbackTarget turns a bound listen address into one this host can
+// dial: an empty or unspecified host becomes 127.0.0.1.
+func LoopbackTarget(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

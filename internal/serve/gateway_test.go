@@ -172,3 +172,19 @@ func waitRefused(t *testing.T, addr string) {
 		}
 	}
 }
+
+func TestLoopbackTargetDialsUnspecifiedHostsLocally(t *testing.T) {
+	for addr, want := range map[string]string{
+		":7700":          "127.0.0.1:7700",
+		"[::]:7700":      "127.0.0.1:7700",
+		"0.0.0.0:7700":   "127.0.0.1:7700",
+		"127.0.0.1:7700": "127.0.0.1:7700",
+		"10.1.2.3:7700":  "10.1.2.3:7700",
+		"[::1]:7700":     "[::1]:7700",
+		"proxy:7700":     "proxy:7700",
+	} {
+		if got := LoopbackTarget(addr); got != want {
+			t.Errorf("LoopbackTarget(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
