@@ -19,12 +19,12 @@ test:
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) ./...
 
 # The real binary, run the way the README runs it (slower, so not in test).
-e2e:
+e2e: etcd
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags e2e -run '^TestE2E' ./e2e/...
 
 # Clients nobody here wrote against confetti dev's etcd front door: the
 # real etcdctl, clientv3 programs and lua-resty-etcd's HTTP requests.
-etcd-compat: build etcd
+etcd-compat: build etcd bin/etcd-benchmark
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags etcdcompat ./etcdcompat/...
 
 # The benchmark suite (README, Benchmarks): tables, JSON and plots in
@@ -82,6 +82,10 @@ $(ETCD_BIN): deploy/etcd/go.mod deploy/etcd/go.sum deploy/etcd/main.go deploy/et
 		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd-probe ./probe \
 		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcdctl go.etcd.io/etcd/etcdctl/v3 \
 		&& CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcdutl go.etcd.io/etcd/etcdutl/v3
+
+# etcd's benchmark tool, from the wrapper module deploy/etcd-benchmark.
+bin/etcd-benchmark: deploy/etcd-benchmark/go.mod deploy/etcd-benchmark/go.sum
+	cd deploy/etcd-benchmark && CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd-benchmark go.etcd.io/etcd/v3/tools/benchmark
 
 # Images FROM scratch of static binaries (no image can be pulled here):
 # confetti/confetti:$(IMAGE_TAG) and confetti/etcd:$(ETCD_TAG).

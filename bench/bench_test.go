@@ -44,7 +44,7 @@ func TestQuickSuiteDeliversEverythingAndWritesItsFiles(t *testing.T) {
 			t.Errorf("%s %s N=%d: expected %d deliveries, delivered %d, missing %d, disorder %d", f.Scenario, f.Target, f.N, f.Expected, f.Delivered, f.Missing, f.Disorder)
 		}
 	}
-	for _, want := range []string{"fanout/floor", "fanout/confetti", "fanout/etcd", "fanout/grpcproxy", "scale/confetti"} {
+	for _, want := range []string{"fanout/floor", "fanout/confetti", "fanout/etcd", "fanout/etcdapi", "fanout/grpcproxy", "scale/confetti"} {
 		if !seen[want] {
 			t.Errorf("no %s run", want)
 		}

@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/confetti-io/confetti/api/confettipb"
@@ -183,6 +185,7 @@ type child struct {
 	conns    map[string][]*grpc.ClientConn
 	muxes    map[string]*muxStream
 	clis     map[string][]*clientv3.Client
+	tokens   map[string]string
 	errs     int
 	firstErr error
 }
@@ -210,7 +213,7 @@ type subscriber struct {
 }
 
 func newChild(spec childSpec, out io.Writer) *child {
-	c := &child{spec: spec, out: out, conns: map[string][]*grpc.ClientConn{}, muxes: map[string]*muxStream{}, clis: map[string][]*clientv3.Client{}}
+	c := &child{spec: spec, out: out, conns: map[string][]*grpc.ClientConn{}, muxes: map[string]*muxStream{}, clis: map[string][]*clientv3.Client{}, tokens: map[string]string{}}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	d := &net.Dialer{}
 	if spec.LocalIP != "" {
@@ -271,7 +274,7 @@ func (c *child) run(in *bufio.Reader) int {
 		go func() {
 			defer c.done.Done()
 			switch {
-			case c.spec.Target == TargetEtcd || c.spec.Target == TargetGRPCProxy:
+			case etcdTarget(c.spec.Target):
 				c.watchEtcd(i)
 			case httpTarget(c.spec.Target):
 				c.subscribeSSE(i)
@@ -493,6 +496,27 @@ func (c *child) etcdClient(addr string, slot int) (*clientv3.Client, error) {
 	return pool[slot], nil
 }
 
+// etcdToken authenticates as tenant at the etcd front door once per
+// process; the bench's cache nodes accept any API key.
+func (c *child) etcdToken(cli *clientv3.Client, tenant string) (string, error) {
+	c.mu.Lock()
+	token, ok := c.tokens[tenant]
+	c.mu.Unlock()
+	if ok {
+		return token, nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
+	defer cancel()
+	resp, err := cli.Authenticate(ctx, tenant, "bench")
+	if err != nil {
+		return "", fmt.Errorf("authenticate as %s: %w", tenant, err)
+	}
+	c.mu.Lock()
+	c.tokens[tenant] = resp.Token
+	c.mu.Unlock()
+	return resp.Token, nil
+}
+
 // maxRestarts bounds how often one etcd watcher is watched again before
 // its error counts as a failure.
 const maxRestarts = 100
@@ -510,6 +534,19 @@ func (c *child) watchEtcd(i int) {
 		c.markReady(i)
 		return
 	}
+	ctx := c.ctx
+	if c.spec.Target == TargetEtcdAPI {
+		// The front door's user is the tenant: the watch stream carries
+		// the tenant's token, as clientv3 sends it after Authenticate.
+		// Watchers of several tenants on one client get a stream each.
+		token, err := c.etcdToken(cli, s.tenant.Name)
+		if err != nil {
+			c.fail(err)
+			c.markReady(i)
+			return
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, rpctypes.TokenFieldNameGRPC, token)
+	}
 	next := int64(0)
 	for {
 		opts := []clientv3.OpOption{clientv3.WithCreatedNotify()}
@@ -523,7 +560,7 @@ func (c *child) watchEtcd(i int) {
 			// between watchers of the same range only.
 			opts = append(opts, clientv3.WithRange(s.tenant.Key+"\x00"+c.view(i)))
 		}
-		for wr := range cli.Watch(c.ctx, s.tenant.Key, opts...) {
+		for wr := range cli.Watch(ctx, s.tenant.Key, opts...) {
 			if err = wr.Err(); err != nil {
 				break
 			}

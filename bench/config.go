@@ -29,11 +29,23 @@ const (
 	TargetConfetti  = "confetti"
 	TargetSSE       = "sse"
 	TargetEtcd      = "etcd"
+	TargetEtcdAPI   = "etcdapi"
 	TargetGRPCProxy = "grpcproxy"
 )
 
 // Targets lists every fan-out target, in the order a run measures them.
-var Targets = []string{TargetFloor, TargetTCPFloor, TargetConfetti, TargetSSE, TargetEtcd, TargetGRPCProxy}
+var Targets = []string{TargetFloor, TargetTCPFloor, TargetConfetti, TargetSSE, TargetEtcd, TargetEtcdAPI, TargetGRPCProxy}
+
+// etcdTarget reports whether a target's subscribers are clientv3
+// watchers: of etcd itself, of its grpc-proxy, or of the cache nodes'
+// etcd front door.
+func etcdTarget(t string) bool {
+	return t == TargetEtcd || t == TargetEtcdAPI || t == TargetGRPCProxy
+}
+
+// cacheTarget reports whether a target is served by Confetti's cache
+// nodes.
+func cacheTarget(t string) bool { return t == TargetConfetti || t == TargetSSE || t == TargetEtcdAPI }
 
 // httpTarget reports whether a target's subscribers read Server-Sent
 // Events over HTTP/1.1: a connection each, whatever the streams per

@@ -8,8 +8,9 @@
 //   - fanout: one writer puts timestamped updates at a set rate into K
 //     tenants; N subscribers receive them through each target: floor (a
 //     bare gRPC server-stream fan-out with no store, the transport limit),
-//     confetti (cache nodes), etcd (watchers on etcd itself) and grpcproxy
-//     (watchers through etcd's grpc-proxy). Latency is measured from each
+//     confetti (cache nodes), etcd (watchers on etcd itself), etcdapi (the
+//     same clientv3 watchers on the cache nodes' etcd front door) and
+//     grpcproxy (watchers through etcd's grpc-proxy). Latency is measured from each
 //     update's intended send time (so a writer that falls behind does not
 //     hide delay), into an HdrHistogram.
 //   - scale: the fan-out at N up to 50,000, subscribers spread over child

@@ -12,8 +12,10 @@ import (
 	"go.etcd.io/etcd/server/v3/proxy/grpcproxy"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/etcdapi"
 	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/meta"
 )
@@ -164,7 +166,7 @@ func (e *fanoutEnv) startTarget(ctx context.Context, name string, cacheNodes int
 		stops = append(stops, f.Close)
 		tg.addrs = func(meta.Tenant) []string { return []string{f.Addr()} }
 		tg.put = func(_ context.Context, t meta.Tenant, v string) error { f.Publish(t.Name, v); return nil }
-	case TargetConfetti, TargetSSE:
+	case TargetConfetti, TargetSSE, TargetEtcdAPI:
 		var addrs []string
 		for i := range cacheNodes {
 			n, err := e.startCacheNode(ctx, fmt.Sprintf("cache-%d", i+1))
@@ -172,15 +174,11 @@ func (e *fanoutEnv) startTarget(ctx context.Context, name string, cacheNodes int
 				return fail(err)
 			}
 			stops = append(stops, n.stop)
-			addr := n.addr
-			if name == TargetSSE {
-				a, stop, err := startHTTP(n.cache.HTTPHandler(nil))
-				if err != nil {
-					return fail(err)
-				}
-				stops = append(stops, stop)
-				addr = a
+			addr, stop, err := n.door(name)
+			if err != nil {
+				return fail(err)
 			}
+			stops = append(stops, stop)
 			addrs = append(addrs, addr)
 		}
 		tg.addrs = func(meta.Tenant) []string { return addrs }
@@ -215,6 +213,30 @@ func (e *fanoutEnv) startTarget(ctx context.Context, name string, cacheNodes int
 	return tg, nil
 }
 
+// door serves the front door of the node that target's subscribers
+// use, and returns its address and what stops it: the node's gRPC
+// listener itself, its Server-Sent Events handler, or an etcd front door
+// that reads and watches through the node's gRPC listener, as the cache
+// role wires it.
+func (n *cacheNode) door(target string) (string, func(), error) {
+	switch target {
+	case TargetSSE:
+		return startHTTP(n.cache.HTTPHandler(nil))
+	case TargetEtcdAPI:
+		conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), windows[0], windows[1])
+		if err != nil {
+			return "", nil, err
+		}
+		lis, err := etcdapi.New(etcdapi.Config{Cache: conn, ClusterName: "bench", Logger: zap.NewNop()}).Listen("127.0.0.1:0")
+		if err != nil {
+			conn.Close()
+			return "", nil, err
+		}
+		return lis.Addr(), func() { lis.Close(); conn.Close() }, nil
+	}
+	return n.addr, func() {}, nil
+}
+
 // runFanout measures one target with n subscribers, perConn streams per
 // connection.
 func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name string, n, perConn int) (res FanoutResult, err error) {
@@ -224,7 +246,7 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 		Scenario: scenario, Target: name, N: n, StreamsPerConn: perConn, Procs: procs, Views: viewsName(cfg.DistinctViews),
 		Tenants: cfg.Tenants, Shards: cfg.Shards, Updates: cfg.Updates, Warmup: cfg.Warmup, IntervalMs: cfg.Interval.Milliseconds(),
 	}
-	if name == TargetConfetti || name == TargetSSE {
+	if cacheTarget(name) {
 		res.CacheNodes = cfg.CacheNodes
 	}
 	if httpTarget(name) {
@@ -245,7 +267,12 @@ func (h *harness) runFanout(ctx context.Context, e *fanoutEnv, scenario, name st
 
 	base := childSpec{Mode: modeFanout, Target: name, StreamsPerConn: perConn, DistinctViews: cfg.DistinctViews, DrainTimeout: cfg.DrainTimeout}
 	for i, t := range e.tenants {
-		base.Tenants = append(base.Tenants, childTenant{Name: t.Name, Key: keys.KV(t.Name) + tickKey, Addrs: tg.addrs(t), Expect: expect[i]})
+		key := keys.KV(t.Name) + tickKey
+		if name == TargetEtcdAPI {
+			// The front door serves the tenant's own keys.
+			key = tickKey
+		}
+		base.Tenants = append(base.Tenants, childTenant{Name: t.Name, Key: key, Addrs: tg.addrs(t), Expect: expect[i]})
 	}
 	specs := splitSpecs(base, n, procs)
 	for _, s := range specs {

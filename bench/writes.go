@@ -12,10 +12,12 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/confetti-io/confetti/api/confettipb"
+	"github.com/confetti-io/confetti/etcdapi"
 	"github.com/confetti-io/confetti/internal/keys"
 	"github.com/confetti-io/confetti/internal/meta"
 	"github.com/confetti-io/confetti/shardproxy"
@@ -27,6 +29,9 @@ const (
 	PathProxy  = "proxy"
 	// PathHTTP writes through the proxy's HTTP API.
 	PathHTTP = "http"
+	// PathEtcdAPI writes with clientv3 through a cache node's etcd front
+	// door, which sends writes to the proxy.
+	PathEtcdAPI = "etcdapi"
 	// PathUnaryFloor is a bare gRPC unary call on loopback with nothing
 	// behind it: the least any extra hop adds.
 	PathUnaryFloor = "grpc-floor"
@@ -81,11 +86,17 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 		return nil, err
 	}
 	defer p.Close()
-	kv, stop, err := serveKV(p.Register)
+	kvConn, stop, err := serveKV(p.Register)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
+	kv := confettipb.NewKVClient(kvConn)
+	etcdAPI, stopEtcdAPI, err := serveEtcdAPI(kvConn, names)
+	if err != nil {
+		return nil, err
+	}
+	defer stopEtcdAPI()
 	httpAPI, stopHTTP, err := serveHTTPAPI(p)
 	if err != nil {
 		return nil, err
@@ -119,6 +130,10 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 			PathHTTP: func(ctx context.Context, t string) error {
 				return httpAPI.do(ctx, http.MethodPut, "/v1/tenants/"+t+"/kv/http/k", value)
 			},
+			PathEtcdAPI: func(ctx context.Context, t string) error {
+				_, err := etcdAPI[t].Put(ctx, "etcdapi/k", string(value))
+				return err
+			},
 		},
 		// A transaction as configuration writers send them: a compare on
 		// one key, two puts.
@@ -143,6 +158,11 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 			PathHTTP: func(ctx context.Context, t string) error {
 				return httpAPI.do(ctx, http.MethodPost, "/v1/tenants/"+t+"/txn", txnJSON)
 			},
+			PathEtcdAPI: func(ctx context.Context, t string) error {
+				_, err := etcdAPI[t].Txn(ctx).If(clientv3.Compare(clientv3.Version("etcdapi/a"), ">", -1)).
+					Then(clientv3.OpPut("etcdapi/a", string(value)), clientv3.OpPut("etcdapi/b", string(value))).Commit()
+				return err
+			},
 		},
 	}
 	var out []WritesResult
@@ -165,8 +185,10 @@ func (h *harness) runWrites(ctx context.Context, shards int) ([]WritesResult, er
 func (h *harness) compareWrites(ctx context.Context, tenants []string, op string, paths map[string]writeOp) ([]WritesResult, error) {
 	n := h.cfg.WriteOps
 	order := []string{PathDirect, PathProxy}
-	if paths[PathHTTP] != nil {
-		order = append(order, PathHTTP)
+	for _, p := range []string{PathHTTP, PathEtcdAPI} {
+		if paths[p] != nil {
+			order = append(order, p)
+		}
 	}
 	// Warm both paths: connections, routing, etcd's first writes.
 	for i := range 50 {
@@ -261,11 +283,12 @@ func (echoKV) Range(context.Context, *confettipb.RangeRequest) (*confettipb.Rang
 // served, with nothing behind it.
 func (h *harness) runUnaryFloor(ctx context.Context) (WritesResult, error) {
 	res := WritesResult{Op: "unary", Path: PathUnaryFloor, Ops: h.cfg.WriteOps, Clients: h.cfg.WriteClients}
-	kv, stop, err := serveKV(func(s *grpc.Server) { confettipb.RegisterKVServer(s, echoKV{}) })
+	conn, stop, err := serveKV(func(s *grpc.Server) { confettipb.RegisterKVServer(s, echoKV{}) })
 	if err != nil {
 		return res, err
 	}
 	defer stop()
+	kv := confettipb.NewKVClient(conn)
 	call := func(ctx context.Context, _ int) error {
 		_, err := kv.Range(ctx, &confettipb.RangeRequest{Tenant: "bench", Key: "k"})
 		return err
@@ -288,9 +311,10 @@ func (h *harness) runUnaryFloor(ctx context.Context) (WritesResult, error) {
 	return res, err
 }
 
-// serveKV serves what register registers and returns a KV client of it,
-// and a function that closes the client and stops the server.
-func serveKV(register func(*grpc.Server)) (confettipb.KVClient, func(), error) {
+// serveKV serves what register registers and returns a client
+// connection to it, and a function that closes the connection and stops
+// the server.
+func serveKV(register func(*grpc.Server)) (*grpc.ClientConn, func(), error) {
 	srv, err := startServer(register, nil)
 	if err != nil {
 		return nil, nil, err
@@ -300,7 +324,33 @@ func serveKV(register func(*grpc.Server)) (confettipb.KVClient, func(), error) {
 		srv.stop()
 		return nil, nil, err
 	}
-	return confettipb.NewKVClient(conn), func() { conn.Close(); srv.stop() }, nil
+	return conn, func() { conn.Close(); srv.stop() }, nil
+}
+
+// serveEtcdAPI serves an etcd front door that writes through proxy, on a
+// loopback port, and returns a clientv3 client of it for each tenant,
+// authenticated as that tenant (the bench's proxy accepts any key).
+func serveEtcdAPI(proxy grpc.ClientConnInterface, tenants []string) (map[string]*clientv3.Client, func(), error) {
+	lis, err := etcdapi.New(etcdapi.Config{Proxy: proxy, ClusterName: "bench", Logger: zap.NewNop()}).Listen("127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	clis := map[string]*clientv3.Client{}
+	stop := func() {
+		for _, c := range clis {
+			c.Close()
+		}
+		lis.Close()
+	}
+	for _, t := range tenants {
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{lis.Addr()}, Username: t, Password: "bench", DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		clis[t] = c
+	}
+	return clis, stop, nil
 }
 
 // httpAPI is a client of the proxy's HTTP API, with connections for

@@ -190,12 +190,26 @@ func TestE2EReadme(t *testing.T) {
 	if err := os.Symlink(bin, filepath.Join(work, "bin", "confetti")); err != nil {
 		t.Fatal(err)
 	}
+	// etcd's own etcdctl, for the section on using Confetti as etcd.
+	etcdctl, err := filepath.Abs(filepath.Join("..", "bin", "etcdctl"))
+	if err == nil {
+		_, err = os.Stat(etcdctl)
+	}
+	if err != nil {
+		t.Fatalf("etcdctl: %v (make e2e builds it into bin/)", err)
+	}
+	if err := os.Symlink(etcdctl, filepath.Join(work, "bin", "etcdctl")); err != nil {
+		t.Fatal(err)
+	}
 	env := append(os.Environ(), "CONFETTI_CLIENT_CONFIG="+filepath.Join(work, "client.yaml"), "HOME="+work,
 		"PATH="+filepath.Join(work, "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
 	dev := startDev(t, bin, filepath.Join(work, "data"), env)
 	banner := dev.out.String()
 	addrs := devAddrs(t, banner)
-	operatorKey := strings.Fields(grepLine(t, banner, "operator key"))[2]
+	bannerKeys := map[string]string{
+		"OP":       strings.Fields(grepLine(t, banner, "operator key"))[2],
+		"DEMO_KEY": strings.Fields(grepLine(t, banner, "demo key"))[2],
+	}
 
 	sh := startShell(t, work, env)
 	var (
@@ -240,8 +254,8 @@ func TestE2EReadme(t *testing.T) {
 		cmd = strings.ReplaceAll(cmd, "<id>", lastKeyID)
 		cmd = strings.ReplaceAll(cmd, "<rev>", lastRev)
 		if m := exportKeyRE.FindStringSubmatch(cmd); m != nil {
-			if m[1] == "OP" {
-				cmd = "export OP=" + operatorKey
+			if key, ok := bannerKeys[m[1]]; ok {
+				cmd = "export " + m[1] + "=" + key
 			} else {
 				cmd = "export " + m[1] + "=" + lastSecret
 			}
@@ -270,10 +284,16 @@ func TestE2EReadme(t *testing.T) {
 			}
 			continue
 		case Background:
+			// As in another terminal where the reader exported the same
+			// variables: the shell's environment so far.
+			shellEnv, ok := sh.run("env -0", time.Minute)
+			if !ok {
+				t.Fatalf("%s: env: %s", where, shellEnv)
+			}
 			for _, c := range s.Commands {
 				b := &background{line: c, done: make(chan struct{})}
 				b.cmd = exec.Command("bash", "--noprofile", "--norc", "-c", "exec "+substitute(c))
-				b.cmd.Dir, b.cmd.Env = work, env
+				b.cmd.Dir, b.cmd.Env = work, strings.Split(strings.TrimRight(shellEnv, "\x00"), "\x00")
 				b.cmd.Stdout, b.cmd.Stderr = b, b
 				b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 				if err := b.cmd.Start(); err != nil {

@@ -78,10 +78,53 @@ func (m *mirror) snapshot() (map[string]string, int64, error) {
 	return maps.Clone(m.state), m.rev, m.err
 }
 
+// compactor compacts each etcd cluster to its current revision every
+// period, as root, until ctx is done; done then reports how many
+// compactions it made.
+func compactor(ctx context.Context, t *testing.T, endpoints []string, rootPassword string, period time.Duration) (done func() int) {
+	t.Helper()
+	var clis []*clientv3.Client
+	for _, ep := range endpoints {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, Username: "root", Password: rootPassword, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.Close() })
+		clis = append(clis, cli)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	n := make(chan int, 1)
+	go func() {
+		compactions := 0
+		defer func() { n <- compactions }()
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			for _, cli := range clis {
+				resp, err := cli.Get(ctx, "compactor")
+				if err != nil {
+					continue
+				}
+				if _, err := cli.Compact(ctx, resp.Header.Revision); err == nil {
+					compactions++
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() int { cancel(); return <-n }
+}
+
 // TestAPISIXLoopSurvivesACacheNodeRestart runs APISIX's loop against two
-// cache nodes' etcd front doors while a writer changes keys and one node
-// is killed and restarted: the loop fails over and ends with exactly the
-// state etcd holds.
+// cache nodes' etcd front doors while a writer changes keys, every shard
+// etcd is compacted to its head every 100 ms, and one node is killed and
+// restarted: the loop fails over and ends with exactly the state etcd
+// holds, its watches resumed from the caches' history, which etcd's
+// compactions do not shorten.
 func TestAPISIXLoopSurvivesACacheNodeRestart(t *testing.T) {
 	d := startDev(t)
 	devEP := d.field(t, "cache 0 etcd", 3)
@@ -110,6 +153,11 @@ func TestAPISIXLoopSurvivesACacheNodeRestart(t *testing.T) {
 
 	m := &mirror{}
 	go m.run(ctx, reader, "/apisix/")
+	var shards []string
+	for _, s := range []string{"a", "b", "c"} {
+		shards = append(shards, "http://"+d.field(t, "etcd shard-"+s, 2))
+	}
+	stopCompacting := compactor(ctx, t, shards, d.secrets(t).EtcdRootPassword, 100*time.Millisecond)
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
 	var last int64
@@ -144,7 +192,11 @@ func TestAPISIXLoopSurvivesACacheNodeRestart(t *testing.T) {
 		write(i)
 	}
 
-	// etcd's state at the last write, read from etcd through the proxy.
+	if n := stopCompacting(); n == 0 {
+		t.Fatal("no compaction happened during the writes")
+	}
+
+	// etcd's state at the last write.
 	want := map[string]string{}
 	resp, err := writer.Get(wctx, "/apisix/", clientv3.WithPrefix(), clientv3.WithRev(last))
 	if err != nil {
@@ -163,6 +215,9 @@ func TestAPISIXLoopSurvivesACacheNodeRestart(t *testing.T) {
 			if !maps.Equal(state, want) {
 				t.Fatalf("mirror at %d:\n%v\netcd at %d:\n%v", rev, state, last, want)
 			}
+			m.mu.Lock()
+			t.Logf("the loop listed %d time(s)", m.relists)
+			m.mu.Unlock()
 			return
 		}
 		if time.Now().After(deadline) {

@@ -148,20 +148,29 @@ type cacheProcess struct {
 	etcdAddr string
 }
 
-func (d *dev) startCache(t *testing.T, etcdAddr string) *cacheProcess {
+// devSecrets are the credentials dev generated for its etcd clusters.
+type devSecrets struct {
+	EtcdPassword     string `json:"etcd-password"`
+	EtcdRootPassword string `json:"etcd-root-password"`
+}
+
+func (d *dev) secrets(t *testing.T) devSecrets {
 	t.Helper()
-	var secrets struct {
-		EtcdPassword string `json:"etcd-password"`
-	}
+	var s devSecrets
 	b, err := os.ReadFile(filepath.Join(d.dir, "data", "secrets.json"))
 	if err == nil {
-		err = json.Unmarshal(b, &secrets)
+		err = json.Unmarshal(b, &s)
 	}
 	if err != nil {
-		t.Fatalf("dev's etcd password: %v", err)
+		t.Fatalf("dev's etcd credentials: %v", err)
 	}
+	return s
+}
+
+func (d *dev) startCache(t *testing.T, etcdAddr string) *cacheProcess {
+	t.Helper()
 	pw := filepath.Join(d.dir, "etcd-password")
-	if err := os.WriteFile(pw, []byte(secrets.EtcdPassword), 0o600); err != nil {
+	if err := os.WriteFile(pw, []byte(d.secrets(t).EtcdPassword), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	metaURL := "http://" + d.field(t, "etcd meta", 2)

@@ -29,8 +29,9 @@ directory whose path is printed at the end.
            fan-out, no store), tcpfloor (bare TCP writes of the SSE bytes,
            a connection each), confetti (cache nodes), sse (the cache
            nodes' Server-Sent Events door, a connection each), etcd
-           (watchers on etcd), grpcproxy (watchers through etcd's
-           grpc-proxy)
+           (watchers on etcd), etcdapi (the same clientv3 watchers on the
+           cache nodes' etcd front door), grpcproxy (watchers through
+           etcd's grpc-proxy)
   scale    the fan-out at N up to 50,000 (confetti by default), subscribers
            over several processes and 127.0.0.x source addresses
   resume   N subscribers on cache node 1, node 1 stopped: time until all
@@ -86,7 +87,7 @@ and short (under a minute) to check the harness end to end.`,
 	fs := cmd.Flags()
 	fs.BoolVar(&cfg.Quick, "quick", false, "run every scenario small and short, to check the harness works (CI)")
 	fs.IntSliceVar(&cfg.N, "n", nil, "subscriber counts, comma separated (default: fanout 1000,10000; scale 50000; resume 10000)")
-	fs.StringSliceVar(&cfg.Targets, "targets", nil, "fan-out targets: floor, confetti, etcd, grpcproxy (default: all for fanout, confetti for scale)")
+	fs.StringSliceVar(&cfg.Targets, "targets", nil, "fan-out targets: floor, tcpfloor, confetti, sse, etcd, etcdapi, grpcproxy (default: all for fanout, confetti for scale)")
 	fs.IntSliceVar(&cfg.StreamsPerConn, "streams-per-conn", nil, "subscriptions per client connection, one run per value; 1 is a connection per subscriber (default: fanout 100,1; scale and resume 100)")
 	fs.Var(newViewsFlag(&cfg.DistinctViews), "views", "same: every subscriber of a tenant watches the same key, so a connection's subscriptions of one tenant can share a message; distinct: each subscription has a view of its own and nothing is shared")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "time between updates (default 1s; quick 100ms)")
