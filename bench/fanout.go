@@ -223,16 +223,18 @@ func (n *cacheNode) door(target string) (string, func(), error) {
 	case TargetSSE:
 		return startHTTP(n.cache.HTTPHandler(nil))
 	case TargetEtcdAPI:
-		conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), windows[0], windows[1])
+		pool, err := etcdapi.DialPool(etcdapi.CacheConns, func() (*grpc.ClientConn, error) {
+			return grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), windows[0], windows[1])
+		})
 		if err != nil {
 			return "", nil, err
 		}
-		lis, err := etcdapi.New(etcdapi.Config{Cache: conn, ClusterName: "bench", Logger: zap.NewNop()}).Listen("127.0.0.1:0")
+		lis, err := etcdapi.New(etcdapi.Config{Cache: pool, ClusterName: "bench", Logger: zap.NewNop()}).Listen("127.0.0.1:0")
 		if err != nil {
-			conn.Close()
+			pool.Close()
 			return "", nil, err
 		}
-		return lis.Addr(), func() { lis.Close(); conn.Close() }, nil
+		return lis.Addr(), func() { lis.Close(); pool.Close() }, nil
 	}
 	return n.addr, func() {}, nil
 }

@@ -147,7 +147,9 @@ func (f *cacheEtcdFront) start(grpcAddr string) {
 		f.lg.Warn("etcd front door: no token key, so its tokens are valid on this node only", zap.Error(err))
 	}
 	f.front.tokenKey = key
-	cacheConn, err := f.a.clientConn([]string{serve.LoopbackTarget(grpcAddr)})
+	cacheConn, err := etcdapi.DialPool(etcdapi.CacheConns, func() (*grpc.ClientConn, error) {
+		return f.a.clientConn([]string{serve.LoopbackTarget(grpcAddr)})
+	})
 	if err != nil {
 		f.lg.Error("etcd front door", zap.Error(err))
 		return
@@ -159,7 +161,7 @@ func (f *cacheEtcdFront) start(grpcAddr string) {
 		f.lg.Error("etcd front door", zap.Error(err))
 		return
 	}
-	l.OnClose(func() { cacheConn.Close() })
+	l.OnClose(cacheConn.Close)
 	f.mu.Lock()
 	f.l = l
 	f.mu.Unlock()

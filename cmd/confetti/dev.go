@@ -369,11 +369,11 @@ func startDevEtcdFronts(lg *zap.Logger, layout devLayout, proxyAddr string, cach
 		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	for i, c := range caches {
-		cacheConn, err := dial(c.GRPC)
+		cacheConn, err := etcdapi.DialPool(etcdapi.CacheConns, func() (*grpc.ClientConn, error) { return dial(c.GRPC) })
 		if err != nil {
 			return nil, err
 		}
-		stack.push(func() { cacheConn.Close() })
+		stack.push(cacheConn.Close)
 		proxyConn, err := dial(proxyAddr)
 		if err != nil {
 			return nil, err
