@@ -23,7 +23,8 @@ e2e: etcd
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags e2e -run '^TestE2E' ./e2e/...
 
 # Clients nobody here wrote against confetti dev's etcd front door: the
-# real etcdctl, clientv3 programs and lua-resty-etcd's HTTP requests.
+# real etcdctl, etcd's benchmark tool, clientv3 programs and
+# lua-resty-etcd's HTTP requests.
 etcd-compat: build etcd bin/etcd-benchmark
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags etcdcompat ./etcdcompat/...
 

@@ -82,7 +82,8 @@ type childSpec struct {
 // childTenant is one tenant as its subscribers see it.
 type childTenant struct {
 	Name string `json:"name"`
-	// Key is the physical etcd key etcd-target watchers watch.
+	// Key is the key etcd-target watchers watch: the physical etcd key,
+	// or for the etcd front door the tenant's own.
 	Key   string   `json:"key"`
 	Addrs []string `json:"addrs"`
 	// Expect is the measured updates of the tenant (fanout mode).

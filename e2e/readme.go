@@ -45,10 +45,10 @@ import (
 // Substitutions in commands: the addresses of dev's defaults
 // (127.0.0.1:77xx, localhost:77xx) become those of the dev under test,
 // read from its banner; `<token>` is the last token printed, `<id>` the
-// last API key id printed, `<rev>` the last mod_revision printed; `export OP=cft_...` and `export DEMO_KEY=cft_...`
-// set the operator and demo keys of the banner, and `export KEY=cft_...`
-// the last key secret printed. Background commands see what the blocks
-// before them exported.
+// last API key id printed, `<rev>` the last mod_revision printed;
+// `export OP=cft_...` and `export DEMO_KEY=cft_...` set the operator and
+// demo keys of the banner, and `export KEY=cft_...` the last key secret
+// printed. Background commands see what the blocks before them exported.
 //
 // Outputs are compared line by line after normalising what differs from
 // run to run (see normalize); "..." within an expected line matches
