@@ -5,7 +5,7 @@ TOOLS    := $(GO) tool -modfile=tools/go.mod
 BIN      := bin/confetti
 TIMEOUT  ?= 15m
 
-.PHONY: build dev test e2e etcd-compat bench bench-quick proto proto-check lint etcd images image-confetti image-etcd chart-test rules-test
+.PHONY: build dev test e2e etcd-compat chaos chaos-long bench bench-quick proto proto-check lint etcd images image-confetti image-etcd chart-test rules-test
 
 # -buildvcs=auto stamps the VCS revision that 'confetti version' prints,
 # whatever GOFLAGS says, whenever the tree is a checkout.
@@ -27,6 +27,17 @@ e2e: etcd
 # lua-resty-etcd's HTTP requests.
 etcd-compat: build etcd bin/etcd-benchmark
 	$(GO) test -count=1 -timeout $(TIMEOUT) -tags etcdcompat ./etcdcompat/...
+
+# Fault scenarios against the deployment as processes (README, Chaos):
+# reports in build/chaos/<scenario>-seed<n>/. chaos-long runs every
+# scenario over more seeds with its fault schedule stretched.
+CHAOS_OUT ?= $(CURDIR)/build/chaos
+
+chaos: build etcd
+	CHAOS_OUT=$(CHAOS_OUT) $(GO) test -count=1 -timeout 30m -tags chaos -run '^TestChaos' ./chaos/
+
+chaos-long: build etcd
+	CHAOS_OUT=$(CHAOS_OUT) CHAOS_SEEDS=$${CHAOS_SEEDS:-5} CHAOS_SCALE=$${CHAOS_SCALE:-3} $(GO) test -count=1 -timeout 6h -tags chaos -run '^TestChaos' ./chaos/
 
 # The benchmark suite (README, Benchmarks): tables, JSON and plots in
 # bench/results/<date>/. bench-quick checks the harness end to end in under

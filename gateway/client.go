@@ -59,11 +59,6 @@ type Client struct {
 	// jitter draws a reconnect's wait within a window (full jitter).
 	jitter func(time.Duration) time.Duration
 
-	// onSubscribe and onMessage, when set (by tests), see every stream
-	// start with the token it resumes from and every message received.
-	onSubscribe func(token string)
-	onMessage   func(*confettipb.SubscribeResponse)
-
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup

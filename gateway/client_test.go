@@ -201,8 +201,7 @@ func TestFailoverMidStreamHasNoGapAndNoDuplicate(t *testing.T) {
 	sys.Put(t, "kv/seed", "0")
 
 	stream := watchcheck.NewStream(&confettipb.Start{Tenant: "acme", Prefixes: []string{""}})
-	c := newClient(t, sys, gateway.Config{Endpoints: []string{n1.Addr, n2.Addr}, Prefixes: []string{""}})
-	gateway.Trace(c, stream.Subscribed, stream.Received)
+	c := newClient(t, sys, gateway.Config{Endpoints: []string{n1.Addr, n2.Addr}, Prefixes: []string{""}, Observer: stream})
 	start(t, c)
 	testcluster.WaitFor(t, "the first sync", func() bool { return c.Stats().Endpoint != "" })
 

@@ -85,6 +85,21 @@ type Config struct {
 	Validate func(key string, kv *confettipb.KeyValue) error `yaml:"-"`
 	// Logger receives the client's logs; nil means none.
 	Logger *zap.Logger `yaml:"-"`
+	// Observer, if set, is told of every stream start and every message
+	// received, in order, before the message is applied: for tracing, and
+	// for checking the subscription contract (internal/watchcheck's Stream
+	// is one). Its methods run on the goroutine that applies messages and
+	// must not block.
+	Observer Observer `yaml:"-"`
+}
+
+// Observer sees a client's subscription streams.
+type Observer interface {
+	// Subscribed is called when a stream starts, with the token it
+	// resumes from ("" for none).
+	Subscribed(token string)
+	// Received is called with every message of the stream.
+	Received(*confettipb.SubscribeResponse)
 }
 
 func (c *Config) setDefaults() error {

@@ -231,8 +231,8 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 		Identity: &confettipb.Identity{InstanceId: c.cfg.Identity.InstanceID, Labels: c.cfg.Identity.Labels},
 		Token:    token,
 	}
-	if c.onSubscribe != nil {
-		c.onSubscribe(token)
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.Subscribed(token)
 	}
 	if err := stream.Send(&confettipb.SubscribeRequest{Request: &confettipb.SubscribeRequest_Start{Start: start}}); err != nil {
 		// The stream's own error says why Send failed.
@@ -274,8 +274,8 @@ func (c *Client) session(ctx context.Context, endpoint string, fresh bool) (prog
 			}
 		}
 		silence.Reset(silentIntervals * c.interval())
-		if c.onMessage != nil {
-			c.onMessage(m)
+		if c.cfg.Observer != nil {
+			c.cfg.Observer.Received(m)
 		}
 		old := c.view.Load()
 		var (

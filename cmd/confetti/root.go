@@ -118,6 +118,7 @@ verbs) or --config-file (server roles), which win over the default.`,
 		newItemCommand(a),
 		newReleaseCommand(a),
 		newBenchCommand(a),
+		newChaosCommand(a),
 		newVersionCommand(a),
 	)
 	root.InitDefaultCompletionCmd()

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 
@@ -27,6 +29,9 @@ type etcdFlags struct {
 	password     string
 	passwordFile string
 	tls          tlsconfig.Files
+	// endpointMap rewrites the host:port of etcd endpoints this process
+	// dials.
+	endpointMap map[string]string
 }
 
 func (f *etcdFlags) register(fs *pflag.FlagSet) {
@@ -36,6 +41,7 @@ func (f *etcdFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.tls.Cert, "etcd-cert", "", "client certificate for etcd (PEM)")
 	fs.StringVar(&f.tls.Key, "etcd-key", "", "key of --etcd-cert (PEM)")
 	fs.StringVar(&f.tls.CA, "etcd-cacert", "", "CA bundle that verifies the etcd servers (PEM); with https:// endpoints and no bundle, the system roots")
+	fs.StringToStringVar(&f.endpointMap, "etcd-endpoint-map", nil, "HOST:PORT=HOST:PORT pairs, comma separated: dial an etcd endpoint (as given or registered in meta) at another address, for a process whose network reaches the members elsewhere (NAT, a local TCP proxy)")
 }
 
 // clientConfig returns the etcd client configuration for a set of
@@ -60,8 +66,16 @@ func (f *etcdFlags) clientConfig(lg *zap.Logger) (func(endpoints []string) clien
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-cert/--etcd-key/--etcd-cacert: %w", err)
 	}
+	for from, to := range f.endpointMap {
+		if _, _, err := net.SplitHostPort(from); err != nil {
+			return nil, fmt.Errorf("--etcd-endpoint-map: %q: want HOST:PORT=HOST:PORT: %w", from+"="+to, err)
+		}
+		if _, _, err := net.SplitHostPort(to); err != nil {
+			return nil, fmt.Errorf("--etcd-endpoint-map: %q: want HOST:PORT=HOST:PORT: %w", from+"="+to, err)
+		}
+	}
 	return func(endpoints []string) clientv3.Config {
-		cfg := meta.DefaultClientConfig(endpoints)
+		cfg := meta.DefaultClientConfig(mapEndpoints(endpoints, f.endpointMap))
 		cfg.Username, cfg.Password = f.username, password
 		if tlsCfg != nil {
 			cfg.TLS = tlsCfg.Clone()
@@ -144,4 +158,28 @@ func (a *app) registerClientSecurityFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.tls.Cert, "cert", "", "client certificate for servers that require one (PEM)")
 	fs.StringVar(&a.tls.Key, "key", "", "key of --cert (PEM)")
 	fs.StringVar(&a.tls.CA, "cacert", "", "CA bundle that verifies the servers (PEM); setting it, --cert or --key dials with TLS")
+}
+
+// mapEndpoints returns endpoints with each host:port found in m replaced by
+// its value, keeping the scheme.
+func mapEndpoints(endpoints []string, m map[string]string) []string {
+	if len(m) == 0 {
+		return endpoints
+	}
+	out := make([]string, len(endpoints))
+	for i, ep := range endpoints {
+		out[i] = ep
+		u, err := url.Parse(ep)
+		if err != nil || u.Host == "" {
+			if to, ok := m[ep]; ok {
+				out[i] = to
+			}
+			continue
+		}
+		if to, ok := m[u.Host]; ok {
+			u.Host = to
+			out[i] = u.String()
+		}
+	}
+	return out
 }

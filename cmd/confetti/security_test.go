@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -84,5 +86,18 @@ func TestClientVerbsDialWithMutualTLSAndSendTheAPIKey(t *testing.T) {
 				t.Fatalf("tenant list succeeded with %q", out)
 			}
 		})
+	}
+}
+
+func TestEtcdEndpointMapRewritesHostPort(t *testing.T) {
+	m := map[string]string{"10.0.0.5:2379": "127.0.0.1:12379"}
+	got := mapEndpoints([]string{"http://10.0.0.5:2379", "https://10.0.0.6:2379", "10.0.0.5:2379"}, m)
+	want := []string{"http://127.0.0.1:12379", "https://10.0.0.6:2379", "127.0.0.1:12379"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("mapped %q, want %q", got, want)
+	}
+	f := etcdFlags{endpointMap: map[string]string{"10.0.0.5": "127.0.0.1:1"}}
+	if _, err := f.clientConfig(zap.NewNop()); err == nil || !strings.Contains(err.Error(), "HOST:PORT=HOST:PORT") {
+		t.Fatalf("a map entry without a port: %v", err)
 	}
 }

@@ -87,7 +87,7 @@ func (c *Clients) Get(shardID string) (*clientv3.Client, error) {
 		}
 		if sc, ok := c.clients[shardID]; ok {
 			if !slices.Equal(sc.endpoints, sh.Endpoints) {
-				sc.cli.SetEndpoints(sh.Endpoints...)
+				sc.cli.SetEndpoints(c.config(sh.Endpoints).Endpoints...)
 				sc.endpoints = slices.Clone(sh.Endpoints)
 			}
 			c.mu.Unlock()

@@ -31,6 +31,11 @@ type Reference struct {
 	err   error
 	moved chan struct{}
 
+	// cli and wctx are the current watch's client and context, to
+	// request progress on.
+	cli  *clientv3.Client
+	wctx context.Context
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -49,28 +54,68 @@ func StartReference(ctx context.Context, cli *clientv3.Client) (*Reference, erro
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	r := &Reference{start: resp.Header.Revision, kvs: resp.Kvs, rev: resp.Header.Revision, moved: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
-	wch := cli.Watch(wctx, keys.Root, clientv3.WithPrefix(), clientv3.WithRev(r.start+1), clientv3.WithProgressNotify())
 	go func() {
 		defer close(r.done)
-		for wr := range wch {
+		// A watch that ends with an error other than compaction (an etcd
+		// restart that invalidated the auth token, a lost leader) is
+		// opened again after the last revision seen: etcd's history
+		// still holds it.
+		for wctx.Err() == nil {
 			r.mu.Lock()
-			if err := wr.Err(); err != nil && r.err == nil {
-				r.err = fmt.Errorf("reference watch: %w", err)
-			}
-			for _, ev := range wr.Events {
-				if n := len(r.txns); n > 0 && r.txns[n-1].rev == ev.Kv.ModRevision {
-					r.txns[n-1].events = append(r.txns[n-1].events, ev)
-				} else {
-					r.txns = append(r.txns, refTxn{rev: ev.Kv.ModRevision, events: []*mvccpb.Event{ev}})
-				}
-			}
-			r.rev = max(r.rev, wr.Header.Revision)
-			close(r.moved)
-			r.moved = make(chan struct{})
+			from := r.rev + 1
 			r.mu.Unlock()
+			if r.watch(wctx, cli, from) {
+				return
+			}
+			select {
+			case <-wctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}()
 	return r, nil
+}
+
+// watch follows etcd from revision from until the watch ends; true when
+// it must not be opened again (compacted, or stopped).
+func (r *Reference) watch(ctx context.Context, cli *clientv3.Client, from int64) bool {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	r.mu.Lock()
+	r.cli, r.wctx = cli, wctx
+	r.mu.Unlock()
+	for wr := range cli.Watch(wctx, keys.Root, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify()) {
+		r.mu.Lock()
+		if wr.CompactRevision != 0 && r.err == nil {
+			r.err = fmt.Errorf("reference watch: compacted at %d: %w", wr.CompactRevision, wr.Err())
+		}
+		for _, ev := range wr.Events {
+			if n := len(r.txns); n > 0 && r.txns[n-1].rev == ev.Kv.ModRevision {
+				r.txns[n-1].events = append(r.txns[n-1].events, ev)
+			} else {
+				r.txns = append(r.txns, refTxn{rev: ev.Kv.ModRevision, events: []*mvccpb.Event{ev}})
+			}
+		}
+		// A response's header may be ahead of its events while etcd
+		// catches the watcher up; only a progress notification (no
+		// events) says every event up to its header was sent.
+		if n := len(wr.Events); n > 0 {
+			r.rev = max(r.rev, wr.Events[n-1].Kv.ModRevision)
+		} else if wr.IsProgressNotify() {
+			r.rev = max(r.rev, wr.Header.Revision)
+		}
+		close(r.moved)
+		r.moved = make(chan struct{})
+		failed := r.err != nil
+		r.mu.Unlock()
+		if failed {
+			return true
+		}
+		if wr.Err() != nil {
+			return ctx.Err() != nil
+		}
+	}
+	return ctx.Err() != nil
 }
 
 // Stop ends the reference's watch.
@@ -79,12 +124,31 @@ func (r *Reference) Stop() {
 	<-r.done
 }
 
+// Events returns every event the reference has seen since it started, in
+// etcd's order.
+func (r *Reference) Events() []*mvccpb.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*mvccpb.Event
+	for _, t := range r.txns {
+		out = append(out, t.events...)
+	}
+	return out
+}
+
+// Revision is the latest revision the reference has seen.
+func (r *Reference) Revision() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rev
+}
+
 // WaitRevision waits until the reference has seen every transaction up to
 // rev.
 func (r *Reference) WaitRevision(ctx context.Context, rev int64) error {
 	for {
 		r.mu.Lock()
-		cur, ch, err := r.rev, r.moved, r.err
+		cur, ch, err, cli, wctx := r.rev, r.moved, r.err, r.cli, r.wctx
 		r.mu.Unlock()
 		if err != nil {
 			return err
@@ -92,7 +156,13 @@ func (r *Reference) WaitRevision(ctx context.Context, rev int64) error {
 		if cur >= rev {
 			return nil
 		}
+		// Events move the reference only up to the last revision that
+		// touched its keys: etcd's progress notification confirms the rest.
+		if cli != nil {
+			_ = cli.RequestProgress(wctx)
+		}
 		select {
+		case <-time.After(100 * time.Millisecond):
 		case <-ch:
 		case <-ctx.Done():
 			return fmt.Errorf("reference at revision %d, waiting for %d: %w", cur, rev, ctx.Err())
@@ -314,6 +384,28 @@ func messageToken(m *confettipb.SubscribeResponse) string {
 // relative is the tenant-relative key of a key a subscriber received.
 func relative(kv *confettipb.KeyValue) string {
 	return keys.Relative(kv.GetKey(), keys.Kind(kv.GetKind()))
+}
+
+// TokenAt is a token a subscriber received and when.
+type TokenAt struct {
+	At    time.Time
+	Token string
+}
+
+// Tokens returns every token the stream received, in order, across every
+// connection: the gaps between them are what a subscriber waited for news.
+func (s *Stream) Tokens() []TokenAt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []TokenAt
+	for _, it := range s.items {
+		if it.msg != nil {
+			if tok := messageToken(it.msg); tok != "" {
+				out = append(out, TokenAt{it.at, tok})
+			}
+		}
+	}
+	return out
 }
 
 // LastToken is the token of the last message that carried one, to wait on
