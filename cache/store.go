@@ -12,6 +12,7 @@ import (
 
 	"github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/plant"
 )
 
 // entry is one key of a tenant's state. kv is immutable once stored and is
@@ -224,6 +225,12 @@ func (s *shardState) Apply(txns []SourceTxn) {
 			if !ok || !kept(rel) {
 				continue
 			}
+			if plant.Once(plant.SkipEvent) {
+				continue // planted bug: an event of etcd's feed is lost
+			}
+			if len(t.events) == 1 && plant.Once(plant.DropSecondEvent) {
+				continue // planted bug: a transaction loses its second event
+			}
 			e := toEvent(rel, ev)
 			tr := s.tenants[tenant]
 			var ch *cfgChange
@@ -244,6 +251,9 @@ func (s *shardState) Apply(txns []SourceTxn) {
 				ch = s.items.apply(tenant, rel, e.Kv)
 			}
 			t.add(tenant, rel, e, ch)
+		}
+		if len(t.events) > 0 && plant.Once(plant.AdvanceToken) {
+			t.events = nil // planted bug: applied and passed, never delivered
 		}
 		s.appendLocked(t)
 		s.rev = st.Rev

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,10 @@ func binaries(t *testing.T) chaos.Binaries {
 	if b.Confetti == "" {
 		b.Confetti = "../bin/confetti"
 	}
+	return absolute(t, b)
+}
+
+func absolute(t *testing.T, b chaos.Binaries) chaos.Binaries {
 	if b.Etcd == "" {
 		b.Etcd = "../bin/etcd"
 	}
@@ -31,7 +36,7 @@ func binaries(t *testing.T) chaos.Binaries {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(abs); err != nil {
-			t.Fatalf("%v: run make build etcd, or set CONFETTI_BIN and ETCD_BIN", err)
+			t.Fatalf("%v: run make chaos, or set CONFETTI_BIN, PLANT_BIN and ETCD_BIN", err)
 		}
 		*p = abs
 	}
@@ -76,6 +81,55 @@ func TestChaos(t *testing.T) {
 					t.Errorf("seed %d: %d violations (report: %s)", seed, len(r.Violations), r.Dir)
 				}
 			}
+		})
+	}
+}
+
+// TestPlantedBugsAreCaught runs each planted bug (internal/plant) against
+// processes of bin/confetti-plant (built with -tags chaosplant, or
+// PLANT_BIN): the bug must fire and a checker must report it.
+func TestPlantedBugsAreCaught(t *testing.T) {
+	b := chaos.Binaries{Confetti: os.Getenv("PLANT_BIN"), Etcd: os.Getenv("ETCD_BIN")}
+	if b.Confetti == "" {
+		b.Confetti = "../bin/confetti-plant"
+	}
+	bins := absolute(t, b)
+	out := os.Getenv("CHAOS_OUT")
+	if out == "" {
+		out = "../build/chaos"
+	}
+	lg, _ := zap.NewDevelopment()
+	for _, bug := range chaos.PlantedBugs {
+		t.Run(bug, func(t *testing.T) {
+			sc, want, err := chaos.Planted(bug)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			r, err := chaos.Run(ctx, sc, chaos.Options{Seed: 1, Out: out, Bins: bins, Logger: lg.Named(sc.Name)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs, _ := filepath.Glob(filepath.Join(r.Dir, "logs", "*.log"))
+			fired := false
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				fired = fired || strings.Contains(string(b), "confetti-plant: fired "+bug)
+			}
+			if !fired {
+				t.Fatalf("%s never fired (logs in %s): the run tested nothing", bug, r.Dir)
+			}
+			var caught []string
+			for _, v := range r.Violations {
+				if strings.HasPrefix(v, want) {
+					caught = append(caught, v)
+				}
+			}
+			if len(caught) == 0 {
+				t.Fatalf("%s fired and no checker reported a %q violation; violations: %q (report: %s)", bug, want, r.Violations, r.Dir)
+			}
+			t.Logf("%s caught: %d violations, e.g. %s", bug, len(r.Violations), caught[0])
 		})
 	}
 }

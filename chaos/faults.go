@@ -25,13 +25,13 @@ type Fault interface {
 	Heal(ctx context.Context, t *Topology) error
 }
 
-// KillShard kills every member of a shard with SIGKILL (all its tenants
-// lose their etcd) and restarts them at heal: a restarted shard, which
-// the proxies must authenticate to again.
+// KillShard kills every member of a shard (or "meta") with SIGKILL (all
+// its tenants lose their etcd) and restarts them at heal: a restarted
+// shard, which the proxies must authenticate to again.
 type KillShard struct{ Shard string }
 
 func (f KillShard) Name() string     { return "kill " + f.Shard }
-func (f KillShard) Shards() []string { return []string{f.Shard} }
+func (f KillShard) Shards() []string { return tenantShards(f.Shard) }
 func (f KillShard) Inject(_ context.Context, t *Topology) error {
 	return eachMember(t.Shard(f.Shard), func(m *Member) error { return m.Kill() })
 }
@@ -39,12 +39,22 @@ func (f KillShard) Heal(ctx context.Context, t *Topology) error {
 	return restartMembers(ctx, t.Shard(f.Shard).Members)
 }
 
-// FreezeShard stops every member of a shard with SIGSTOP: connections stay
-// open and nothing answers, which only timeouts and progress checks notice.
+// FreezeShard stops every member of a shard (or "meta") with SIGSTOP:
+// connections stay open and nothing answers, which only timeouts and
+// progress checks notice.
 type FreezeShard struct{ Shard string }
 
 func (f FreezeShard) Name() string     { return "SIGSTOP " + f.Shard }
-func (f FreezeShard) Shards() []string { return []string{f.Shard} }
+func (f FreezeShard) Shards() []string { return tenantShards(f.Shard) }
+
+// tenantShards is the shards holding tenants among a fault's cluster:
+// none for meta.
+func tenantShards(cluster string) []string {
+	if cluster == "meta" {
+		return nil
+	}
+	return []string{cluster}
+}
 func (f FreezeShard) Inject(_ context.Context, t *Topology) error {
 	return eachMember(t.Shard(f.Shard), func(m *Member) error { return m.Freeze() })
 }
@@ -71,16 +81,11 @@ func (f *KillLeader) Name() string {
 	}
 	return "kill the leader of " + f.Shard
 }
-func (f *KillLeader) Shards() []string {
-	if f.Shard == "meta" {
-		return nil
-	}
-	return []string{f.Shard}
-}
+func (f *KillLeader) Shards() []string { return tenantShards(f.Shard) }
 func (f *KillLeader) Inject(ctx context.Context, t *Topology) error {
 	c := t.Shard(f.Shard)
-	if f.Shard == "meta" {
-		c = t.Meta
+	if c == nil {
+		return fmt.Errorf("no cluster %s", f.Shard)
 	}
 	leader, err := t.Leader(ctx, c)
 	if err != nil {

@@ -42,7 +42,14 @@ type Report struct {
 	ConvergeFinal time.Duration `json:"converge_final"`
 	Violations    []string      `json:"violations"`
 
-	streams []streamSummary
+	// Registrations (including those made again), RegistrationsExpired
+	// (leases found gone by the loop keeping them alive, allowed only on
+	// a faulted shard), Releases (versions published and release
+	// changes made) and ReleasesRefused.
+	Registrations, RegistrationsExpired, Releases, ReleasesRefused int64
+
+	streams  []streamSummary
+	workload workloadStats
 }
 
 // FaultFigure is the recovery of one fault.
@@ -105,6 +112,30 @@ func (r *Report) check(sc Scenario, start time.Time, refs map[string]*watchcheck
 	}
 	if r.Writes.Acked < minAcked {
 		r.Violations = append(r.Violations, fmt.Sprintf("traffic: only %d writes acknowledged, fewer than %d: the run proves nothing", r.Writes.Acked, minAcked))
+	}
+
+	// A lease may expire while its keepalives run only on a shard that
+	// could not take them for longer than the TTL: etcd's leader revokes
+	// overdue leases when it runs again (a frozen shard), unless a new
+	// leader took over (which extends them).
+	faulted := map[string]bool{}
+	for _, ev := range r.Timeline {
+		for _, s := range ev.Shards {
+			faulted[s] = true
+		}
+	}
+	r.workload.mu.Lock()
+	for _, tn := range r.workload.expired {
+		r.RegistrationsExpired++
+		if !faulted[tn.Shard] {
+			r.Violations = append(r.Violations, fmt.Sprintf("registrations: a lease of %s expired while its keepalive loop ran and no fault touched %s", tn.Name, tn.Shard))
+		}
+	}
+	r.workload.mu.Unlock()
+	r.Registrations = r.workload.Registered.Load()
+	r.Releases, r.ReleasesRefused = r.workload.Published.Load()+r.workload.Released.Load(), r.workload.Refused.Load()
+	if r.Registrations == 0 || r.Releases == 0 {
+		r.Violations = append(r.Violations, fmt.Sprintf("traffic: %d registrations and %d release changes: the run proves nothing about them", r.Registrations, r.Releases))
 	}
 
 	// Every subscriber's stream against etcd's.
@@ -280,6 +311,8 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "| writes acknowledged / lost | %d / %d |\n", r.Writes.Acked, r.Writes.Lost)
 	fmt.Fprintf(&b, "| writes of unknown outcome / refused / refused but applied | %d / %d / %d |\n", r.Writes.Unknown, r.Writes.Refused, r.Writes.RefusedApplied)
 	fmt.Fprintf(&b, "| linearizable (porcupine) | %s |\n", r.Linearizable)
+	fmt.Fprintf(&b, "| instances registered / leases expired while kept alive | %d / %d |\n", r.Registrations, r.RegistrationsExpired)
+	fmt.Fprintf(&b, "| item versions published and release changes / refused | %d / %d |\n", r.Releases, r.ReleasesRefused)
 	fmt.Fprintf(&b, "| subscribers checked / violations | %d / %d |\n", r.Subscribers, countPrefix(r.Violations, "subscriber "))
 	fmt.Fprintf(&b, "| events delivered | %d |\n", r.Events)
 	fmt.Fprintf(&b, "| failovers by replay / by Reset | %d / %d |\n", r.Resumes, r.Resets)

@@ -39,7 +39,11 @@ type Scenario struct {
 	// while another tenant's shard hangs); each writer waits Pause
 	// between requests.
 	Tenants, SubscribersPerTenant, WritersPerTenant int
-	Pause                                           time.Duration
+	// InstancesPerTenant are service instances registered with a lease
+	// and kept alive; each tenant also has an item released over and
+	// over.
+	InstancesPerTenant int
+	Pause              time.Duration
 	// Steps are the faults; Recovery is how long traffic runs after the
 	// last heal.
 	Steps    []Step
@@ -166,9 +170,10 @@ func Run(ctx context.Context, sc Scenario, opt Options) (*Report, error) {
 	for i, tn := range tenants {
 		for j := range sc.SubscribersPerTenant {
 			name := fmt.Sprintf("sub-%d-%d", i, j)
-			st := &confettipb.Start{Tenant: tn.Name, Prefixes: []string{""}, Identity: &confettipb.Identity{InstanceId: name}}
+			// Every plain key, item (resolved for this identity) and service.
+			st := &confettipb.Start{Tenant: tn.Name, Prefixes: []string{""}, Items: []string{"*"}, Services: []string{"*"}, Identity: &confettipb.Identity{InstanceId: name}}
 			stream := watchcheck.NewStream(st)
-			cli, err := gateway.New(gateway.Config{Endpoints: top.CacheEndpoints(), Tenant: tn.Name, Prefixes: []string{""},
+			cli, err := gateway.New(gateway.Config{Endpoints: top.CacheEndpoints(), Tenant: tn.Name, Prefixes: st.Prefixes, Items: st.Items, Services: st.Services,
 				Identity: gateway.Identity{InstanceID: name}, APIKey: top.OperatorKey, Observer: stream})
 			if err != nil {
 				return nil, err
@@ -202,6 +207,7 @@ func Run(ctx context.Context, sc Scenario, opt Options) (*Report, error) {
 	tr := &traffic{start: start, tenants: tenants, proxies: proxies, names: names, key: top.OperatorKey, pause: sc.Pause}
 	trafficCtx, stopTraffic := context.WithCancel(ctx)
 	writers := tr.run(trafficCtx, sc.WritersPerTenant*len(tenants), opt.Seed)
+	workload := tr.runWorkload(trafficCtx, sc.InstancesPerTenant, &r.workload)
 
 	lg.Info("traffic running; faults scheduled", zap.Int("steps", len(sc.Steps)))
 	var (
@@ -253,6 +259,7 @@ func Run(ctx context.Context, sc Scenario, opt Options) (*Report, error) {
 	sleepUntil(ctx, time.Now().Add(sc.Recovery))
 	stopTraffic()
 	writers.Wait()
+	workload.Wait()
 	lg.Info("traffic stopped; waiting for convergence")
 
 	// Final reads of every checked key, once etcd and the proxies serve.

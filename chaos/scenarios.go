@@ -18,7 +18,7 @@ const backoffInitial = time.Second
 // scenario fills in the standard topology and traffic.
 func scenario(name, about string, steps []Step, expect func(r *Report) []string) Scenario {
 	return Scenario{Name: name, About: about, Spec: standardSpec, Tenants: 6, SubscribersPerTenant: 6,
-		WritersPerTenant: 1, Pause: 20 * time.Millisecond, Steps: steps, Recovery: 10 * time.Second, Expect: expect}
+		WritersPerTenant: 1, InstancesPerTenant: 3, Pause: 20 * time.Millisecond, Steps: steps, Recovery: 10 * time.Second, Expect: expect}
 }
 
 // Scenarios returns the standard set, scaled in time by scale (1 for make
@@ -57,12 +57,14 @@ func Scenarios(scale float64) []Scenario {
 			func(r *Report) []string {
 				return within(r, "the last subscriber back after the first node served", 2*time.Second, func(f FaultFigure) time.Duration { return f.Back })
 			}),
-		scenario("leaders", "The leader of shard-a, meta's only member, a follower of shard-c, then proxy-1 killed in turn, each restarted.",
+		scenario("leaders", "The leader of shard-a, meta's only member, a follower of shard-c, then proxy-1 (mid-transaction) killed in turn, each restarted; then proxy-2 and meta stopped with SIGSTOP.",
 			[]Step{
 				{At: d(6), For: d(4), Fault: &KillLeader{Shard: "shard-a"}},
 				{At: d(12), For: d(4), Fault: &KillLeader{Shard: "meta"}},
 				{At: d(18), For: d(4), Fault: &KillLeader{Shard: "shard-c", Follower: true}},
 				{At: d(24), For: d(3), Fault: KillNode{Names: []string{"proxy-1"}}},
+				{At: d(30), For: d(4), Fault: FreezeNode{Node: "proxy-2"}},
+				{At: d(36), For: d(4), Fault: FreezeShard{Shard: "meta"}},
 			}, nil),
 		scenario("partitions", "Network faults between exactly two parts: cache-1 from shard-a, proxy-1 from meta, proxy-2 from shard-c (blackholes); subscribers to cache-2 delayed; proxy-1 to shard-b losing segments; then every subscriber connection reset at once.",
 			[]Step{
@@ -111,3 +113,27 @@ func within(r *Report, what string, bound time.Duration, figure func(FaultFigure
 	}
 	return slices.Clip(out)
 }
+
+// Planted returns the scenario that shows the planted bug named bug (see
+// internal/plant) is caught, and what the violation must say: a short run
+// with no fault, against processes of a binary built with -tags
+// chaosplant, the bug switched on in every one of them.
+func Planted(bug string) (Scenario, string, error) {
+	caught := map[string]string{
+		"skip-event":        "subscriber ",
+		"advance-token":     "subscriber ",
+		"drop-second-event": "subscriber ",
+		"ack-unapplied":     "writes: ",
+	}
+	want, ok := caught[bug]
+	if !ok {
+		return Scenario{}, "", fmt.Errorf("no planted bug %q", bug)
+	}
+	sc := scenario("plant-"+bug, "The planted bug "+bug+" switched on in every confetti process: a checker must catch it.", nil, nil)
+	sc.Spec.Env = []string{"CONFETTI_PLANT=" + bug}
+	sc.Tenants, sc.SubscribersPerTenant = 3, 3
+	return sc, want, nil
+}
+
+// PlantedBugs are the bugs Planted knows.
+var PlantedBugs = []string{"skip-event", "advance-token", "drop-second-event", "ack-unapplied"}

@@ -302,8 +302,11 @@ func (t *Topology) CacheEndpoints() []string {
 	return eps
 }
 
-// Shard returns the shard cluster named id.
+// Shard returns the cluster named id: a shard, or "meta".
 func (t *Topology) Shard(id string) *Cluster {
+	if id == t.Meta.Name {
+		return t.Meta
+	}
 	for _, s := range t.Shards {
 		if s.Name == id {
 			return s

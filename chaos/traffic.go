@@ -23,8 +23,9 @@ type Op struct {
 	Shard  string `json:"shard"`
 	Proxy  string `json:"proxy"`
 	// Kind is get, put, delete, cas (put Value if Key holds Expect, or is
-	// absent when Expect is empty) or ttl (a put with a 2 s TTL, outside
-	// the linearizability check: it expires).
+	// absent when Expect is empty), pair (a transaction putting Value at
+	// Key+"a" and Key+"b": one revision, two events) or ttl (a put with a
+	// 2 s TTL, outside the linearizability check: it expires).
 	Kind   string `json:"kind"`
 	Key    string `json:"key"`
 	Value  string `json:"value,omitempty"`
@@ -144,11 +145,13 @@ func (tr *traffic) writer(ctx context.Context, w int, rng *rand.Rand) {
 			op.Kind = "put"
 		case r < 55:
 			op.Kind = "get"
-		case r < 65:
+		case r < 62:
 			op.Kind = "delete"
-		case r < 90:
+		case r < 85:
 			op.Kind = "cas"
 			op.Expect = seen[tn.Name+"/"+op.Key]
+		case r < 90:
+			op.Kind, op.Key = "pair", "pair/"
 		default:
 			op.Kind, op.Key = "ttl", fmt.Sprintf("ttl/w%d", w)
 		}
@@ -193,6 +196,11 @@ func (tr *traffic) do(ctx context.Context, kv confettipb.KVClient, op *Op) {
 		_, err = kv.Put(rctx, &confettipb.PutRequest{Tenant: op.Tenant, Key: op.Key, Value: []byte(op.Value), Ttl: 2})
 	case "delete":
 		_, err = kv.DeleteRange(rctx, &confettipb.DeleteRangeRequest{Tenant: op.Tenant, Key: op.Key})
+	case "pair":
+		put := func(k string) *confettipb.RequestOp {
+			return &confettipb.RequestOp{Request: &confettipb.RequestOp_Put{Put: &confettipb.PutRequest{Key: op.Key + k, Value: []byte(op.Value)}}}
+		}
+		_, err = kv.Txn(rctx, &confettipb.TxnRequest{Tenant: op.Tenant, Success: []*confettipb.RequestOp{put("a"), put("b")}})
 	case "cas":
 		cmp := &confettipb.Compare{Key: op.Key, Target: confettipb.Compare_VALUE, TargetUnion: &confettipb.Compare_Value{Value: []byte(op.Expect)}}
 		if op.Expect == "" {

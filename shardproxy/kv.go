@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/confetti-io/confetti/api/confettipb"
 	"github.com/confetti-io/confetti/internal/keys"
+	"github.com/confetti-io/confetti/internal/plant"
 )
 
 // kvService serves the tenant-scoped KV service. Keys are relative to the
@@ -100,6 +101,9 @@ func (p *Proxy) put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, e
 	if err != nil {
 		return nil, err
 	}
+	if plant.Once(plant.AckUnapplied) {
+		return p.ackUnapplied(ctx, r, req)
+	}
 	lease := req.GetLease()
 	var granted clientv3.LeaseID
 	if ttl := req.GetTtl(); ttl > 0 {
@@ -134,6 +138,21 @@ func (p *Proxy) put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, e
 		}
 	}
 	return out, nil
+}
+
+// ackUnapplied is the planted bug AckUnapplied: it answers a put as done
+// at the shard's next revision and never writes it. Only a read reaches
+// etcd, for a plausible revision.
+func (p *Proxy) ackUnapplied(ctx context.Context, r route, req *pb.PutRequest) (*pb.PutResponse, error) {
+	ectx, cancel := p.etcdCtx(ctx)
+	defer cancel()
+	cur, err := r.cli.Get(ectx, keys.KV(r.tenant.Name)+req.GetKey(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, shardError(ctx, r.tenant.Shard, err)
+	}
+	h := r.header(cur.Header)
+	h.Revision++
+	return &pb.PutResponse{Header: h, Lease: req.GetLease()}, nil
 }
 
 // checkPut enforces the limits on a put's key, value, TTL and lease.

@@ -324,6 +324,19 @@ func (r *Reference) txn(tenant string, prefixes []string, rev int64) (lines []st
 	return lines, items
 }
 
+// revs returns the revisions of etcd's transactions after from and up to
+// to, in order.
+func (r *Reference) revs(from, to int64) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(r.txns, from+1, func(t refTxn, rev int64) int { return int(t.rev - rev) })
+	var out []int64
+	for ; i < len(r.txns) && r.txns[i].rev <= to; i++ {
+		out = append(out, r.txns[i].rev)
+	}
+	return out
+}
+
 // Stream is what one subscriber received, across its reconnects. Its
 // methods are safe for concurrent use.
 type Stream struct {
@@ -490,7 +503,38 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 			fail("reliable: at revision %d the subscriber holds %v, etcd held %v", rev, res.State, want)
 		}
 	}
-	txnCur := ref.cursor(s.tenant, s.prefixes)
+	txnCur, gapCur := ref.cursor(s.tenant, s.prefixes), ref.cursor(s.tenant, s.prefixes)
+	// expected is what the subscriber must receive of etcd's transaction
+	// at rev: its plain keys and services as they changed, and the items
+	// whose resolved content changed; nothing if it changed nothing the
+	// subscriber sees.
+	expected := func(cur *stateCursor, rev int64) []string {
+		want, items := ref.txn(s.tenant, s.prefixes, rev)
+		if items {
+			before, err1 := cur.at(rev - 1)
+			after, err2 := cur.at(rev)
+			if err := errors.Join(err1, err2); err != nil {
+				fail("atomic: %v", err)
+			}
+			want = append(want, itemChanges(resolveItems(before, s.prefixes, s.id), resolveItems(after, s.prefixes, s.id))...)
+		}
+		return want
+	}
+	// missed fails for every transaction of etcd after the last one the
+	// subscriber was given (or told it was past, by a bookmark) and up to
+	// to that it should have seen: a lost event shows here even when a
+	// later write of the same key hides it from the state. A relist's
+	// merged difference (Merged) is exempt.
+	missed := func(to int64, next string) {
+		if opt.Merged || lastRev < 0 {
+			return
+		}
+		for _, rev := range ref.revs(lastTxn, to) {
+			if want := expected(gapCur, rev); len(want) > 0 {
+				fail("reliable: etcd's transaction at revision %d (%q) was never delivered; %s", rev, want, next)
+			}
+		}
+	}
 	for i, it := range items {
 		if it.resubscribe {
 			firstOfConn, lastTokenAt = true, time.Time{}
@@ -556,15 +600,8 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 					fail("atomic: %v", err)
 					continue
 				}
-				want, items := ref.txn(s.tenant, s.prefixes, t.Revision)
-				if items {
-					before, err1 := txnCur.at(t.Revision - 1)
-					after, err2 := txnCur.at(t.Revision)
-					if err := errors.Join(err1, err2); err != nil {
-						fail("atomic: %v", err)
-					}
-					want = append(want, itemChanges(resolveItems(before, s.prefixes, s.id), resolveItems(after, s.prefixes, s.id))...)
-				}
+				missed(t.Revision-1, fmt.Sprintf("the next delivered is at %d", t.Revision))
+				want := expected(txnCur, t.Revision)
 				slices.Sort(got)
 				slices.Sort(want)
 				if !slices.Equal(got, want) && !(opt.Merged && contains(got, want)) {
@@ -591,6 +628,9 @@ func Check(ref *Reference, s *Stream, revision func(token string) (int64, error)
 			rev := tokenRev(tok)
 			if rev < lastRev {
 				fail("ordered: bookmark at %d after %d", rev, lastRev)
+			}
+			if err := ref.WaitRevision(context.Background(), rev); err == nil {
+				missed(rev, fmt.Sprintf("a bookmark at %d said the subscriber was past it", rev))
 			}
 			lastRev, lastTxn = rev, max(lastTxn, rev)
 			reliable(rev)
