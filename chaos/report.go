@@ -35,8 +35,12 @@ type Report struct {
 	// after each subscriber's first; Resumes the failovers by replay.
 	Events, Resets, Resumes int
 	MaxLag                  time.Duration `json:"max_lag"`
-	Availability            []Window      `json:"availability"`
-	PerFault                []FaultFigure `json:"per_fault"`
+	// Relists counts, per cache node and shard ("cache-2/shard-a"), the
+	// listings of a shard after the node's first sync: only history etcd
+	// compacted away may cause one.
+	Relists      map[string]int64 `json:"relists"`
+	Availability []Window         `json:"availability"`
+	PerFault     []FaultFigure    `json:"per_fault"`
 	// ConvergeFinal is how long after the traffic stopped every
 	// subscriber held the shards' last revision.
 	ConvergeFinal time.Duration `json:"converge_final"`
@@ -159,6 +163,16 @@ func (r *Report) check(sc Scenario, start time.Time, refs map[string]*watchcheck
 		r.MaxLag = max(r.MaxLag, s.maxLag)
 		r.streams = append(r.streams, ss)
 	}
+	var relisted []string
+	for k, n := range r.Relists {
+		if n > 0 {
+			relisted = append(relisted, fmt.Sprintf("%s %d", k, n))
+		}
+	}
+	slices.Sort(relisted)
+	if !sc.Compacts && len(relisted) > 0 {
+		r.Violations = append(r.Violations, fmt.Sprintf("relists: cache nodes listed shards again though nothing was compacted: %s", strings.Join(relisted, ", ")))
+	}
 	if r.Events == 0 {
 		r.Violations = append(r.Violations, "traffic: no event reached a subscriber")
 	}
@@ -194,6 +208,9 @@ func faultFigures(start time.Time, history []Op, timeline []Event, tenants []Ten
 		}
 		var converge []time.Duration
 		for _, s := range subs {
+			if s.cli == nil && inj.Fault != (StopReading{}).Name() {
+				continue // a raw subscriber hears nothing while it is not reading
+			}
 			toks := s.stream.Tokens()
 			at := func(d time.Duration) time.Time { return start.Add(d) }
 			// A subscriber streaming from a part this fault stopped.
@@ -317,6 +334,7 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "| events delivered | %d |\n", r.Events)
 	fmt.Fprintf(&b, "| failovers by replay / by Reset | %d / %d |\n", r.Resumes, r.Resets)
 	fmt.Fprintf(&b, "| largest subscriber lag seen | %s |\n", ms(r.MaxLag))
+	fmt.Fprintf(&b, "| shards listed again by cache nodes (relists) | %s |\n", relistsText(r.Relists))
 	fmt.Fprintf(&b, "| every subscriber at the last revision, after traffic stopped | %s |\n\n", ms(r.ConvergeFinal))
 	fmt.Fprintf(&b, "## Faults\n\n| fault | at | healed | writes again after inject / heal | subscribers on the node / longest gap | back after heal | converged after heal p50 / max |\n|---|---|---|---|---|---|---|\n")
 	for _, f := range r.PerFault {
@@ -345,6 +363,20 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "- %s\n", v)
 	}
 	return b.String()
+}
+
+func relistsText(m map[string]int64) string {
+	var out []string
+	for k, n := range m {
+		if n > 0 {
+			out = append(out, fmt.Sprintf("%s: %d", k, n))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
 
 func countPrefix(s []string, p string) int {

@@ -80,7 +80,8 @@ type Options struct {
 	Logger *zap.Logger
 }
 
-// subscriber is one SDK client of the run and what it was seen doing.
+// subscriber is one SDK client of the run, or a raw stream (cli nil), and
+// what it was seen doing.
 type subscriber struct {
 	name   string
 	tenant Tenant
@@ -185,7 +186,22 @@ func Run(ctx context.Context, sc Scenario, opt Options) (*Report, error) {
 			subs = append(subs, &subscriber{name: name, tenant: tn, cli: cli, stream: stream})
 		}
 	}
+	// A raw subscriber per tenant, which StopReading stops reading.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	var readers sync.WaitGroup
+	for i, tn := range tenants {
+		name := fmt.Sprintf("reader-%d", i)
+		st := &confettipb.Start{Tenant: tn.Name, Prefixes: []string{""}, Items: []string{"*"}, Services: []string{"*"}, Identity: &confettipb.Identity{InstanceId: name}}
+		rd := &reader{start: st, stream: watchcheck.NewStream(st), key: top.OperatorKey}
+		top.readers = append(top.readers, rd)
+		readers.Go(func() { rd.run(readCtx, top.CacheEndpoints()) })
+		subs = append(subs, &subscriber{name: name, tenant: tn, stream: rd.stream})
+	}
 	for _, s := range subs {
+		if s.cli == nil {
+			continue
+		}
 		select {
 		case <-s.cli.Ready():
 		case <-time.After(time.Minute):
@@ -285,10 +301,18 @@ func Run(ctx context.Context, sc Scenario, opt Options) (*Report, error) {
 	}
 	r.Violations = append(r.Violations, converge(ctx, subs, final, time.Minute)...)
 	r.ConvergeFinal = time.Since(convergeStart)
+	r.Relists, err = relists(ctx, top)
+	if err != nil {
+		r.Violations = append(r.Violations, "cache status: "+err.Error())
+	}
 	stopSampling()
 	sampling.Wait()
+	stopReading()
+	readers.Wait()
 	for _, s := range subs {
-		s.cli.Close()
+		if s.cli != nil {
+			s.cli.Close()
+		}
 	}
 
 	tlMu.Lock()
@@ -311,11 +335,40 @@ func Run(ctx context.Context, sc Scenario, opt Options) (*Report, error) {
 	return r, nil
 }
 
+// relists asks every cache node how often it listed each shard again
+// after its first sync ("cache-2/shard-a": 1).
+func relists(ctx context.Context, top *Topology) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, n := range top.Caches {
+		cc, err := Dial(n)
+		if err != nil {
+			return nil, err
+		}
+		var st *confettipb.CacheStatusResponse
+		err = retry(ctx, 30*time.Second, func() error {
+			var err error
+			st, err = confettipb.NewCacheClient(cc).Status(metadata.AppendToOutgoingContext(ctx, "x-api-key", top.OperatorKey), &confettipb.CacheStatusRequest{})
+			return err
+		})
+		cc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n.Name, err)
+		}
+		for _, sh := range st.Shards {
+			out[n.Name+"/"+sh.Shard] = sh.Relists
+		}
+	}
+	return out, nil
+}
+
 // sample records the node every subscriber streams from when it changes
 // (nodeAt names the node of an endpoint), and its largest lag.
 func sample(ctx context.Context, subs []*subscriber, nodeAt map[string]string, since func() time.Duration) {
 	for {
 		for _, s := range subs {
+			if s.cli == nil {
+				continue
+			}
 			st := s.cli.Stats()
 			s.mu.Lock()
 			if n := len(s.endpoints); n == 0 || s.endpoints[n-1].endpoint != nodeAt[st.Endpoint] {

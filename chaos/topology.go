@@ -55,6 +55,8 @@ type Topology struct {
 	rootPass    string
 
 	ports ports
+	// readers are the run's raw subscribers, for StopReading.
+	readers []*reader
 
 	mu      sync.Mutex
 	clients map[string]*clientv3.Client
