@@ -225,6 +225,58 @@ func availability(history []Op, timeline []Event, end time.Duration) []Window {
 	return ws
 }
 
+// TenantAvailability is one tenant's requests that succeeded (OK of All):
+// while a fault touched its shard, while only other faults were active,
+// and with no fault active.
+type TenantAvailability struct {
+	Tenant, Shard               string
+	FaultedOK, FaultedAll       int
+	OtherFaultOK, OtherFaultAll int
+	CalmOK, CalmAll             int
+}
+
+// tenantAvailability splits every tenant's requests by the faults active
+// when each was sent.
+func tenantAvailability(history []Op, timeline []Event, tenants []Tenant) []TenantAvailability {
+	out := make([]TenantAvailability, len(tenants))
+	idx := map[string]int{}
+	for i, tn := range tenants {
+		out[i] = TenantAvailability{Tenant: tn.Name, Shard: tn.Shard}
+		idx[tn.Name] = i
+	}
+	for _, op := range history {
+		i, ok := idx[op.Tenant]
+		if !ok || op.Ended {
+			continue
+		}
+		a := &out[i]
+		active := activeFaults(timeline, time.Duration(op.Call))
+		hit := false
+		for _, f := range active {
+			hit = hit || slices.Contains(f.Shards, op.Shard)
+		}
+		ok = op.OK
+		switch {
+		case hit:
+			a.FaultedAll++
+			if ok {
+				a.FaultedOK++
+			}
+		case len(active) > 0:
+			a.OtherFaultAll++
+			if ok {
+				a.OtherFaultOK++
+			}
+		default:
+			a.CalmAll++
+			if ok {
+				a.CalmOK++
+			}
+		}
+	}
+	return out
+}
+
 // activeFaults are the faults injected at or before at and not yet healed.
 func activeFaults(timeline []Event, at time.Duration) []Event {
 	active := map[int]Event{}

@@ -55,11 +55,11 @@ func TestAvailabilitySplitsWindowsAndShards(t *testing.T) {
 		{At: 20, Step: 0, Kind: "healed", Fault: "kill shard-a", Shards: []string{"shard-a"}},
 	}
 	history := []Op{
-		{Shard: "shard-a", Call: 5, OK: true},
-		{Shard: "shard-a", Call: 12},
-		{Shard: "shard-b", Call: 12, OK: true},
-		{Shard: "shard-a", Call: 25, OK: true},
-		{Shard: "shard-a", Call: 26, Ended: true},
+		{Tenant: "a", Shard: "shard-a", Call: 5, OK: true},
+		{Tenant: "a", Shard: "shard-a", Call: 12},
+		{Tenant: "b", Shard: "shard-b", Call: 12, OK: true},
+		{Tenant: "a", Shard: "shard-a", Call: 25, OK: true},
+		{Tenant: "a", Shard: "shard-a", Call: 26, Ended: true},
 	}
 	ws := availability(history, timeline, 30)
 	if len(ws) != 3 {
@@ -70,5 +70,12 @@ func TestAvailabilitySplitsWindowsAndShards(t *testing.T) {
 	}
 	if w := ws[2]; w.UnfaultedAll != 1 || w.FaultedAll != 0 {
 		t.Fatalf("after heal %+v: the request ended by the run must not count", w)
+	}
+	per := tenantAvailability(history, timeline, []Tenant{{"a", "shard-a"}, {"b", "shard-b"}})
+	if a := per[0]; a.FaultedOK != 0 || a.FaultedAll != 1 || a.CalmOK != 2 || a.CalmAll != 2 || a.OtherFaultAll != 0 {
+		t.Fatalf("tenant a %+v", a)
+	}
+	if b := per[1]; b.OtherFaultOK != 1 || b.OtherFaultAll != 1 || b.FaultedAll != 0 {
+		t.Fatalf("tenant b %+v", b)
 	}
 }

@@ -41,6 +41,8 @@ type Report struct {
 	Relists      map[string]int64 `json:"relists"`
 	Availability []Window         `json:"availability"`
 	PerFault     []FaultFigure    `json:"per_fault"`
+	// PerTenant splits each tenant's requests by the faults active.
+	PerTenant []TenantAvailability `json:"per_tenant"`
 	// ConvergeFinal is how long after the traffic stopped every
 	// subscriber held the shards' last revision.
 	ConvergeFinal time.Duration `json:"converge_final"`
@@ -177,6 +179,7 @@ func (r *Report) check(sc Scenario, start time.Time, refs map[string]*watchcheck
 		r.Violations = append(r.Violations, "traffic: no event reached a subscriber")
 	}
 	r.Availability = availability(r.History, r.Timeline, end)
+	r.PerTenant = tenantAvailability(r.History, r.Timeline, r.Tenants)
 	r.PerFault = faultFigures(start, r.History, r.Timeline, r.Tenants, subs)
 }
 
@@ -354,6 +357,10 @@ func (r *Report) Markdown() string {
 			faults = "none"
 		}
 		fmt.Fprintf(&b, "| %.1f-%.1f s | %s | %s | %s |\n", w.From.Seconds(), w.To.Seconds(), faults, ratio(w.FaultedOK, w.FaultedAll), ratio(w.UnfaultedOK, w.UnfaultedAll))
+	}
+	fmt.Fprintf(&b, "\n## Availability per tenant\n\n| tenant | shard | a fault on its shard | other faults only | no fault |\n|---|---|---|---|---|\n")
+	for _, a := range r.PerTenant {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", a.Tenant, a.Shard, ratio(a.FaultedOK, a.FaultedAll), ratio(a.OtherFaultOK, a.OtherFaultAll), ratio(a.CalmOK, a.CalmAll))
 	}
 	fmt.Fprintf(&b, "\n## Violations\n\n")
 	if r.Pass() {
