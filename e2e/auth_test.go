@@ -86,8 +86,10 @@ func authOptions(t *testing.T, st *meta.Store) []grpc.ServerOption {
 func startSecured(t *testing.T, proxies int) *securedSystem {
 	t.Helper()
 	s := &securedSystem{tc: testcluster.New(t, 1)}
+	var stores []*meta.Store
 	for i := 0; i < proxies; i++ {
 		st, clients := s.tc.NewStore(t)
+		stores = append(stores, st)
 		p, err := shardproxy.New(st, clients, shardproxy.Config{Logger: zaptest.NewLogger(t).Named("proxy")})
 		if err != nil {
 			t.Fatal(err)
@@ -96,6 +98,7 @@ func startSecured(t *testing.T, proxies int) *securedSystem {
 		s.proxies = append(s.proxies, dialPlain(t, serveSecured(t, authOptions(t, st), p.Register)))
 	}
 	st, clients := s.tc.NewStore(t)
+	stores = append(stores, st)
 	c, err := cache.New(st, clients, cache.Config{Logger: zaptest.NewLogger(t).Named("cache"), ProgressInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +114,16 @@ func startSecured(t *testing.T, proxies int) *securedSystem {
 		t.Fatal(err)
 	}
 	s.opKey = k.String()
+	// Every store mirrors meta by watch: the key is usable once each
+	// proxy's and the cache's has seen it.
+	testcluster.WaitFor(t, "the operator key in every store", func() bool {
+		for _, st := range stores {
+			if _, ok := st.APIKey(k.ID); !ok {
+				return false
+			}
+		}
+		return true
+	})
 	return s
 }
 
