@@ -26,8 +26,8 @@ const registrationTTL = 5
 
 // workloadStats counts what the registration and release traffic did.
 type workloadStats struct {
-	Registered, ReRegistered, KeepAlives, KeepAliveErrors atomic.Int64
-	Published, Released, Refused                          atomic.Int64
+	Registered                   atomic.Int64
+	Published, Released, Refused atomic.Int64
 
 	mu sync.Mutex
 	// expired are the leases found expired by the keepalive loop that
@@ -64,7 +64,6 @@ func (tr *traffic) register(ctx context.Context, tn Tenant, id string, st *workl
 			st.mu.Lock()
 			st.expired = append(st.expired, tn)
 			st.mu.Unlock()
-			st.ReRegistered.Add(1)
 			lease = 0
 		}
 		p = (p + 1) % len(tr.proxies)
@@ -78,12 +77,10 @@ func (tr *traffic) keepAlive(ctx context.Context, tn Tenant, lease int64, p int,
 	defer cancel()
 	stream, err := confettipb.NewLeasesClient(tr.proxies[p]).KeepAlive(sctx)
 	if err != nil {
-		st.KeepAliveErrors.Add(1)
 		return false
 	}
 	for ctx.Err() == nil {
 		if err := stream.Send(&confettipb.LeaseKeepAliveRequest{Tenant: tn.Name, Id: lease}); err != nil {
-			st.KeepAliveErrors.Add(1)
 			return false
 		}
 		got := make(chan error, 1)
@@ -99,16 +96,13 @@ func (tr *traffic) keepAlive(ctx context.Context, tn Tenant, lease int64, p int,
 				return true
 			}
 			if err != nil {
-				st.KeepAliveErrors.Add(1)
 				return false
 			}
 			if resp.Ttl <= 0 {
 				return true
 			}
-			st.KeepAlives.Add(1)
 		case <-time.After(2 * time.Second):
 			// A stream that does not answer is as good as broken.
-			st.KeepAliveErrors.Add(1)
 			return false
 		}
 		sleepCtx(ctx, registrationTTL*time.Second/5)
